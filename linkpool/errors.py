@@ -75,9 +75,7 @@ class PoolExhausted(LinkPoolError):
 
     def __init__(self, pool: str, *, too_old: int = 0) -> None:
         if too_old:
-            detail = (
-                f"{too_old} available link(s) have less than min_remaining left and are not handed out"
-            )
+            detail = f"{too_old} available link(s) have less than min_remaining left and are not handed out"
         else:
             detail = "no available links at all"
         super().__init__(

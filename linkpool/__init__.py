@@ -1,0 +1,1 @@
+"""linkpool: pre-provisioned Qualtrics personal survey links, claimed in one database statement."""

@@ -1,0 +1,146 @@
+"""Engines, transactions and migrations.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start with ``BEGIN
+IMMEDIATE``: a deferred transaction that later upgrades to a write lock fails at once with
+"database is locked" and ignores ``busy_timeout``, which is exactly the claim's situation.
+PostgreSQL connections are pre-pinged, so a restarted server costs one failed checkout, not a
+pool full of dead connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from linkpool.config import normalize_database_url
+from linkpool.errors import DatabaseError, SchemaNotMigrated
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_IMMEDIATE = "linkpool_immediate"
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine configured for linkpool's concurrency model on SQLite or PostgreSQL."""
+    url = normalize_database_url(url)
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(f"{_redact(url)} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    try:
+        return sa.create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"the driver for {parsed.get_backend_name()} is not installed ({exc.name}); "
+            "for PostgreSQL install linkpool[postgres]"
+        ) from None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that takes the write lock up front on SQLite (a no-op elsewhere)."""
+    with translate_errors(), engine.connect() as connection:
+        connection = connection.execution_options(**{_IMMEDIATE: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    with translate_errors(), engine.connect() as connection, connection.begin():
+        yield connection
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver failures into DatabaseError / SchemaNotMigrated with a message that helps."""
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InterfaceError) as exc:
+        raise _database_error(exc) from exc
+
+
+def _database_error(exc: sa.exc.DBAPIError) -> DatabaseError:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    lowered = text.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        return SchemaNotMigrated()
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return DatabaseError(
+        f"database error: {first_line}; check [database] url and that the database is up"
+    )
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "the database URL"
+
+
+def alembic_config(engine: Engine | None = None) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest)."""
+    with translate_errors():
+        alembic_command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with translate_errors():
+        alembic_command.downgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with read_transaction(engine) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_migrated(engine: Engine) -> None:
+    """Raise SchemaNotMigrated unless the database is at the newest migration."""
+    if current_revision(engine) != head_revision():
+        raise SchemaNotMigrated()

@@ -1,0 +1,162 @@
+"""The tables. Alembic migrations under ``migrations/`` must agree with these (a test checks).
+
+- ``lists``: one row per Qualtrics mailing list we create, with its provisioning state.
+- ``links``: one row per placeholder contact and its personal link; claimed in place.
+- ``leases``: named locks with an expiry (scheduler leader, per-pool refill, gc, sync).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite has no time zones: values are stored as naive UTC, so string order is time order.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("linkpool stores only timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class ListState:
+    """A list's provisioning states, in order; then its end states."""
+
+    PLANNED = "planned"
+    LIST_CREATED = "list_created"
+    IMPORTING = "importing"
+    IMPORTED = "imported"
+    DISTRIBUTED = "distributed"
+    READY = "ready"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+    PROVISIONING = (PLANNED, LIST_CREATED, IMPORTING, IMPORTED, DISTRIBUTED)
+    LIVE = (*PROVISIONING, READY, FAILED)
+
+
+class LinkStatus:
+    AVAILABLE = "available"
+    CLAIMED = "claimed"
+    VOID = "void"
+
+
+class WriteBack:
+    """The state of a claimed link's recipient write-back to Qualtrics."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pool", String(64), nullable=False),
+    Column("survey_id", String(32), nullable=False),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("state", String(20), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mailing_list_id", String(32), unique=True),
+    Column("import_id", String(64)),
+    Column("distribution_id", String(32), unique=True),
+    Column("expires_at", UTCDateTime),
+    Column("links_stored", Integer, nullable=False, server_default=text("0")),
+    Column("shortfall", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Column("last_error", Text),
+    Index("ix_lists_pool_state", "pool", "state"),
+)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("list_id", Integer, ForeignKey("lists.id"), nullable=False, index=True),
+    Column("pool", String(64), nullable=False),
+    Column("ext_ref", String(100), nullable=False, unique=True),
+    Column("contact_id", String(32), nullable=False),
+    Column("contact_lookup_id", String(32)),
+    Column("url", String(500), nullable=False, unique=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("recipient", String(255)),
+    Column("idempotency_key", String(255)),
+    Column("data", Text),
+    Column("claimed_at", UTCDateTime),
+    Column("voided_at", UTCDateTime),
+    Column("writeback", String(16)),
+    Column("writeback_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("writeback_due_at", UTCDateTime),
+    Column("writeback_error", Text),
+    UniqueConstraint("pool", "idempotency_key"),
+    # The claim's probe: available links of one pool by expiry; partial, so it stays small.
+    Index(
+        "ix_links_claimable",
+        "pool",
+        "expires_at",
+        sqlite_where=text("status = 'available'"),
+        postgresql_where=text("status = 'available'"),
+    ),
+    Index(
+        "ix_links_writeback_pending",
+        "writeback_due_at",
+        sqlite_where=text("writeback = 'pending'"),
+        postgresql_where=text("writeback = 'pending'"),
+    ),
+    Index("ix_links_pool_status", "pool", "status"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
