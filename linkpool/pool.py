@@ -1,0 +1,195 @@
+"""``LinkPool``: the application's handle on its pools, and ``claim``, the hot path."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+
+from linkpool.clock import Clock, SystemClock
+from linkpool.config import PoolSettings, Settings, load_settings
+from linkpool.db import check_migrated, create_engine
+from linkpool.errors import IdempotencyConflict, InvalidClaim, PoolExhausted, UnknownPool
+from linkpool.store import ClaimRequest, PoolCounts, Store
+
+MAX_DATA_BYTES = 64 * 1024
+MAX_RECIPIENT_LENGTH = 255
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A personal link handed to one recipient. ``url`` is a bearer credential: it is kept
+    out of ``repr`` so that logging a claim does not leak it."""
+
+    pool: str
+    recipient: str
+    key: str | None
+    data: Mapping[str, Any] | None
+    url: str = field(repr=False)
+    expires_at: datetime
+    contact_id: str
+    contact_lookup_id: str | None
+    claimed_at: datetime
+    link_id: int
+    replayed: bool = False  # True when an idempotent repeat returned an earlier claim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "recipient": self.recipient,
+            "key": self.key,
+            "data": self.data,
+            "url": self.url,
+            "expires_at": self.expires_at.isoformat(),
+            "contact_id": self.contact_id,
+            "contact_lookup_id": self.contact_lookup_id,
+            "claimed_at": self.claimed_at.isoformat(),
+            "link_id": self.link_id,
+            "replayed": self.replayed,
+        }
+
+
+def canonical_json(data: Mapping[str, Any] | None) -> str | None:
+    """``data`` as compact JSON with sorted keys: equal data, equal text. Validates size."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise InvalidClaim(f"data must be a JSON object (a dict), not {type(data).__name__}")
+    try:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidClaim(f"data is not JSON-serialisable: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_DATA_BYTES:
+        raise InvalidClaim(f"data is larger than {MAX_DATA_BYTES // 1024} KiB once encoded as JSON")
+    return text
+
+
+class LinkPool:
+    """Claims links from the pools of one database. Safe to share between threads; each
+    process builds its own (engines do not survive ``fork``)."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        pools: Mapping[str, PoolSettings] | Iterable[PoolSettings],
+        clock: Clock | None = None,
+        check_schema: bool = True,
+        engine: sa.engine.Engine | None = None,
+    ) -> None:
+        if not isinstance(pools, Mapping):
+            pools = {pool.name: pool for pool in pools}
+        self.pools: Mapping[str, PoolSettings] = dict(pools)
+        self.clock = clock or SystemClock()
+        self.engine = engine or create_engine(database_url)
+        self.store = Store(self.engine)
+        self._pid = os.getpid()
+        if check_schema:
+            check_migrated(self.engine)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> LinkPool:
+        return cls.from_settings(load_settings(path), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> LinkPool:
+        return cls(database_url=settings.database_url, pools=settings.pools, **kwargs)
+
+    def pool(self, name: str) -> PoolSettings:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise UnknownPool(name, list(self.pools)) from None
+
+    def claim(
+        self,
+        pool: str,
+        *,
+        recipient: str,
+        key: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Claim:
+        """Hand one available link of ``pool`` to ``recipient``, atomically, without calling
+        Qualtrics. With ``key``, a repeat returns the first claim (or raises
+        IdempotencyConflict if recipient or data differ)."""
+        settings = self.pool(pool)
+        request = self._request(settings, recipient, key, data)
+        try:
+            row = self.store.claim(request)
+        except sa.exc.IntegrityError:
+            row = None  # the key was used already: fall through to the lookup
+        if row is not None:
+            return _claim_from_row(row)
+        if key is not None:
+            earlier = self.store.claim_by_key(pool, key)
+            if earlier is not None:
+                return _replay(earlier, request)
+        counts = self.counts(pool)
+        raise PoolExhausted(pool, too_old=counts.too_old)
+
+    def counts(self, pool: str) -> PoolCounts:
+        settings = self.pool(pool)
+        return self.store.counts(pool, self.clock.now(), settings.min_remaining)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> LinkPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(
+        self,
+        settings: PoolSettings,
+        recipient: str,
+        key: str | None,
+        data: Mapping[str, Any] | None,
+    ) -> ClaimRequest:
+        if not isinstance(recipient, str) or not recipient.strip():
+            raise InvalidClaim("recipient is required and must be a non-empty string")
+        if len(recipient) > MAX_RECIPIENT_LENGTH:
+            raise InvalidClaim(f"recipient is longer than {MAX_RECIPIENT_LENGTH} characters")
+        if key is not None and (not isinstance(key, str) or not key.strip()):
+            raise InvalidClaim("key must be a non-empty string when given")
+        if key is not None and len(key) > MAX_KEY_LENGTH:
+            raise InvalidClaim(f"key is longer than {MAX_KEY_LENGTH} characters")
+        now = self.clock.now()
+        return ClaimRequest(
+            pool=settings.name,
+            recipient=recipient,
+            key=key,
+            data=canonical_json(data),
+            now=now,
+            cutoff=now + settings.min_remaining,
+        )
+
+
+def _claim_from_row(row: RowMapping, *, replayed: bool = False) -> Claim:
+    return Claim(
+        pool=row["pool"],
+        recipient=row["recipient"],
+        key=row["idempotency_key"],
+        data=json.loads(row["data"]) if row["data"] is not None else None,
+        url=row["url"],
+        expires_at=row["expires_at"],
+        contact_id=row["contact_id"],
+        contact_lookup_id=row["contact_lookup_id"],
+        claimed_at=row["claimed_at"],
+        link_id=row["id"],
+        replayed=replayed,
+    )
+
+
+def _replay(earlier: RowMapping, request: ClaimRequest) -> Claim:
+    if earlier["recipient"] != request.recipient or earlier["data"] != request.data:
+        raise IdempotencyConflict(request.pool, request.key or "")
+    return _claim_from_row(earlier, replayed=True)

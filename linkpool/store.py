@@ -1,0 +1,292 @@
+"""Every query linkpool runs, in one place.
+
+``Store`` wraps an engine. Callers pass times in; the store never reads a clock, so every
+decision about "now" is made (and injectable) one level up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from linkpool.db import read_transaction, translate_errors, write_transaction
+from linkpool.models import LinkStatus, ListState, WriteBack, leases, links, lists
+
+CLAIM_COLUMNS = (
+    links.c.id,
+    links.c.pool,
+    links.c.url,
+    links.c.expires_at,
+    links.c.contact_id,
+    links.c.contact_lookup_id,
+    links.c.recipient,
+    links.c.idempotency_key,
+    links.c.data,
+    links.c.claimed_at,
+)
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    pool: str
+    recipient: str
+    key: str | None
+    data: str | None  # canonical JSON text
+    now: datetime
+    cutoff: datetime  # links must expire at or after this to be handed out
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    available: int
+    claimable: int
+    claimed: int
+    claimed_24h: int
+    expired: int
+    void: int
+    writeback_pending: int
+    writeback_failed: int
+    lists: tuple[str, ...]
+
+    @property
+    def too_old(self) -> int:
+        """Available links with less than ``min_remaining`` left: kept, never handed out."""
+        return self.available - self.claimable
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def write(self) -> Any:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        return write_transaction(self.engine)
+
+    def read(self) -> Any:
+        return read_transaction(self.engine)
+
+    # --- the claim ---------------------------------------------------------------------------
+
+    def claim_statement(self, request: ClaimRequest) -> sa.Update:
+        """The one statement that claims: pick the soonest-expiring claimable link, mark it."""
+        candidate = (
+            sa.select(links.c.id)
+            .where(
+                links.c.pool == request.pool,
+                links.c.status == LinkStatus.AVAILABLE,
+                links.c.expires_at >= request.cutoff,
+            )
+            .order_by(links.c.expires_at)
+            .limit(1)
+        )
+        if self._postgres:
+            candidate = candidate.with_for_update(skip_locked=True)
+        return (
+            sa.update(links)
+            .where(links.c.id == candidate.scalar_subquery())
+            .values(
+                status=LinkStatus.CLAIMED,
+                recipient=request.recipient,
+                idempotency_key=request.key,
+                data=request.data,
+                claimed_at=request.now,
+                writeback=WriteBack.PENDING,
+                writeback_due_at=request.now,
+            )
+            .returning(*CLAIM_COLUMNS)
+        )
+
+    def claim(self, request: ClaimRequest) -> RowMapping | None:
+        """Claim one link; None if the pool has none claimable.
+
+        Raises ``sa.exc.IntegrityError`` when ``request.key`` was already used: the caller then
+        looks the earlier claim up with ``claim_by_key``.
+        """
+        with self.write() as connection:
+            return connection.execute(self.claim_statement(request)).mappings().first()
+
+    def claim_by_key(self, pool: str, key: str) -> RowMapping | None:
+        query = sa.select(*CLAIM_COLUMNS).where(
+            links.c.pool == pool, links.c.idempotency_key == key
+        )
+        with self.read() as connection:
+            return connection.execute(query).mappings().first()
+
+    # --- counts ------------------------------------------------------------------------------
+
+    def counts(self, pool: str, now: datetime, min_remaining: timedelta) -> PoolCounts:
+        status, expires = links.c.status, links.c.expires_at
+        available = sa.and_(status == LinkStatus.AVAILABLE, expires > now)
+
+        def count_if(condition: Any) -> Any:
+            return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+        query = sa.select(
+            count_if(available),
+            count_if(sa.and_(status == LinkStatus.AVAILABLE, expires >= now + min_remaining)),
+            count_if(status == LinkStatus.CLAIMED),
+            count_if(
+                sa.and_(status == LinkStatus.CLAIMED, links.c.claimed_at >= now - timedelta(days=1))
+            ),
+            count_if(sa.and_(status == LinkStatus.AVAILABLE, expires <= now)),
+            count_if(status == LinkStatus.VOID),
+            count_if(links.c.writeback == WriteBack.PENDING),
+            count_if(links.c.writeback == WriteBack.FAILED),
+        ).where(links.c.pool == pool)
+        with self.read() as connection:
+            figures = [int(n) for n in connection.execute(query).one()]
+            live = self._live_list_ids(connection, pool)
+        return PoolCounts(*figures, lists=live)
+
+    def _live_list_ids(self, connection: Connection, pool: str) -> tuple[str, ...]:
+        query = (
+            sa.select(lists.c.mailing_list_id)
+            .where(
+                lists.c.pool == pool,
+                lists.c.state != ListState.DELETED,
+                lists.c.mailing_list_id.is_not(None),
+            )
+            .order_by(lists.c.id)
+        )
+        return tuple(connection.execute(query).scalars())
+
+    # --- lists and links (provisioning writes them; tests seed through them) ----------------
+
+    def create_list(self, *, pool: str, survey_id: str, name: str, size: int, now: datetime) -> int:
+        values = dict(
+            pool=pool,
+            survey_id=survey_id,
+            name=name,
+            size=size,
+            state=ListState.PLANNED,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.write() as connection:
+            return int(connection.execute(sa.insert(lists).values(values)).inserted_primary_key[0])
+
+    def update_list(self, list_id: int, *, now: datetime, **values: Any) -> None:
+        with self.write() as connection:
+            connection.execute(
+                sa.update(lists).where(lists.c.id == list_id).values(updated_at=now, **values)
+            )
+
+    def get_list(self, list_id: int) -> RowMapping:
+        with self.read() as connection:
+            return (
+                connection.execute(sa.select(lists).where(lists.c.id == list_id)).mappings().one()
+            )
+
+    def lists_in_states(self, states: Iterable[str], pool: str | None = None) -> list[RowMapping]:
+        query = sa.select(lists).where(lists.c.state.in_(list(states))).order_by(lists.c.id)
+        if pool is not None:
+            query = query.where(lists.c.pool == pool)
+        with self.read() as connection:
+            return list(connection.execute(query).mappings())
+
+    def insert_links(self, list_id: int, pool: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store available links of a list: rows carry ext_ref, contact_id, contact_lookup_id,
+        url and expires_at. Returns how many were inserted."""
+        if not rows:
+            return 0
+        values = [
+            dict(row, list_id=list_id, pool=pool, status=LinkStatus.AVAILABLE) for row in rows
+        ]
+        with self.write() as connection:
+            connection.execute(sa.insert(links), values)
+        return len(values)
+
+    # --- claims for export -------------------------------------------------------------------
+
+    def iter_claims(self, pool: str) -> Iterator[RowMapping]:
+        """Every claim of a pool, oldest first, with the ids of its list and distribution."""
+        query = (
+            sa.select(
+                links.c.id.label("link_id"),
+                links.c.recipient,
+                links.c.idempotency_key,
+                links.c.data,
+                links.c.claimed_at,
+                links.c.url,
+                links.c.expires_at,
+                links.c.contact_id,
+                links.c.contact_lookup_id,
+                links.c.ext_ref,
+                links.c.writeback,
+                lists.c.mailing_list_id,
+                lists.c.distribution_id,
+                lists.c.survey_id,
+            )
+            .join(lists, lists.c.id == links.c.list_id)
+            .where(links.c.pool == pool, links.c.status == LinkStatus.CLAIMED)
+            .order_by(links.c.claimed_at, links.c.id)
+        )
+        with self.read() as connection:
+            yield from connection.execute(query).mappings()
+
+    # --- leases ------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Take the lease if it is free, lapsed, or already ours; True when we hold it."""
+        if self.renew_lease(name, holder, now=now, ttl=ttl, take_lapsed=True):
+            return True
+        try:
+            with self.write() as connection:
+                connection.execute(
+                    sa.insert(leases).values(
+                        name=name, holder=holder, acquired_at=now, expires_at=now + ttl
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def renew_lease(
+        self,
+        name: str,
+        holder: str,
+        *,
+        now: datetime,
+        ttl: timedelta,
+        take_lapsed: bool = False,
+    ) -> bool:
+        """Extend our lease; with ``take_lapsed`` also take one whose holder let it lapse."""
+        ours = leases.c.holder == holder
+        condition = sa.or_(ours, leases.c.expires_at < now) if take_lapsed else ours
+        statement = (
+            sa.update(leases)
+            .where(leases.c.name == name, condition)
+            .values(
+                holder=holder,
+                expires_at=now + ttl,
+                acquired_at=sa.case((ours, leases.c.acquired_at), else_=now),
+            )
+        )
+        with self.write() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.write() as connection:
+            connection.execute(
+                sa.delete(leases).where(leases.c.name == name, leases.c.holder == holder)
+            )
+
+    def lease_holder(self, name: str, *, now: datetime) -> str | None:
+        query = sa.select(leases.c.holder).where(leases.c.name == name, leases.c.expires_at >= now)
+        with self.read() as connection:
+            return connection.execute(query).scalar()
+
+
+def ping(engine: Engine) -> None:
+    """Raise DatabaseError unless the database answers."""
+    with translate_errors(), engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+
+
+__all__ = ["ClaimRequest", "PoolCounts", "Store", "ping"]
