@@ -1,0 +1,208 @@
+"""The ``linkpool`` command: a thin click layer over the library.
+
+Each command parses its options, calls one library function, and prints a table for people or
+``--json`` for machines. Expected failures print one line on stderr and exit with the error's
+code: 0 ok, 1 operational failure, 2 usage or configuration error, 3 pool exhausted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import click
+
+from linkpool.clock import Clock, SystemClock
+from linkpool.config import Settings, load_settings
+from linkpool.db import create_engine, current_revision, head_revision, upgrade
+from linkpool.errors import InvalidClaim, LinkPoolError
+from linkpool.export import FORMATS, export_to_file, write_claims
+from linkpool.pool import LinkPool
+from linkpool.status import pool_status
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
+
+
+class App:
+    """What commands share: settings loaded on first use, one engine, one clock."""
+
+    def __init__(self, config_path: str | None, clock: Clock | None = None) -> None:
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    @cached_property
+    def linkpool(self) -> LinkPool:
+        return LinkPool.from_settings(self.settings, clock=self.clock)
+
+
+class LinkPoolGroup(click.Group):
+    """Turns LinkPoolError into one line on stderr and its exit code; never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LinkPoolError as exc:
+            click.echo(f"linkpool: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("linkpool: interrupted", err=True)
+            ctx.exit(130)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table: numbers right-aligned, text left-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(width) if is_number else cell.ljust(width)
+            for cell, width, is_number in zip(row, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+@click.group(cls=LinkPoolGroup)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: $LINKPOOL_CONFIG, else ./linkpool.toml).",
+)
+@click.version_option(package_name="linkpool")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """Pre-provisioned Qualtrics personal survey links, claimed in one database statement."""
+    ctx.obj = ctx.obj if isinstance(ctx.obj, App) else App(config_path)
+    if config_path is not None:
+        ctx.obj.config_path = config_path
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@pass_app
+def db_upgrade(app: App, revision: str) -> None:
+    """Create or migrate the database schema."""
+    engine = create_engine(app.settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine, revision)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"database already at revision {after}")
+    else:
+        click.echo(
+            f"database upgraded from {before or 'empty'} to {after} (head {head_revision()})"
+        )
+
+
+@main.command()
+@click.argument("pool")
+@click.option("--recipient", required=True, help="Who the link is for (your id for them).")
+@click.option("--key", help="Idempotency key: a repeat returns the first claim.")
+@click.option("--data", "data_text", help="Transaction data, a JSON object (at most 64 KiB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole claim as JSON.")
+@pass_app
+def claim(
+    app: App, pool: str, recipient: str, key: str | None, data_text: str | None, as_json: bool
+) -> None:
+    """Claim one link of POOL for a recipient and print its URL."""
+    data = parse_data(data_text)
+    result = app.linkpool.claim(pool, recipient=recipient, key=key, data=data)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.url)
+
+
+def parse_data(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidClaim(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidClaim('--data must be a JSON object, like \'{"store": "12"}\'')
+    return value
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Stock and health of every pool."""
+    lp = app.linkpool
+    report = {name: pool_status(lp.counts(name), pool) for name, pool in lp.pools.items()}
+    if as_json:
+        echo_json({"pools": report})
+        return
+    if not report:
+        click.echo("no pools configured: add a [pools.<name>] table to the configuration")
+        return
+    headers = (
+        "pool",
+        "claimable",
+        "too old",
+        "claimed 24h",
+        "claimed",
+        "lists",
+        "sync due",
+        "health",
+    )
+    rows = [
+        (
+            name,
+            r["claimable"],
+            r["too_old"],
+            r["claimed_24h"],
+            r["claimed"],
+            len(r["lists"]),
+            r["writeback_pending"],
+            r["health"],
+        )
+        for name, r in report.items()
+    ]
+    click.echo(format_table(headers, rows))
+
+
+@main.command()
+@click.argument("pool")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@pass_app
+def export(app: App, pool: str, fmt: str, output: Path | None) -> None:
+    """Every claim of POOL: recipient, key, data, time, URL, contact ids, expiry."""
+    lp = app.linkpool
+    lp.pool(pool)
+    if output is None:
+        write_claims(lp.store, pool, sys.stdout, fmt)
+        return
+    count = export_to_file(lp.store, pool, output, fmt)
+    click.echo(f"exported {count} claim(s) of pool {pool!r} to {output}", err=True)

@@ -1,0 +1,87 @@
+"""``linkpool export``: every claim of a pool, for joining with survey responses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from linkpool.store import Store
+
+COLUMNS = (
+    "claimed_at",
+    "recipient",
+    "key",
+    "data",
+    "url",
+    "expires_at",
+    "contact_id",
+    "contact_lookup_id",
+    "ext_ref",
+    "mailing_list_id",
+    "distribution_id",
+    "survey_id",
+    "writeback",
+)
+FORMATS = ("csv", "json")
+
+
+def claim_records(store: Store, pool: str) -> Iterator[dict[str, Any]]:
+    for row in store.iter_claims(pool):
+        yield {
+            "claimed_at": row["claimed_at"].isoformat(),
+            "recipient": row["recipient"],
+            "key": row["idempotency_key"],
+            "data": json.loads(row["data"]) if row["data"] is not None else None,
+            "url": row["url"],
+            "expires_at": row["expires_at"].isoformat(),
+            "contact_id": row["contact_id"],
+            "contact_lookup_id": row["contact_lookup_id"],
+            "ext_ref": row["ext_ref"],
+            "mailing_list_id": row["mailing_list_id"],
+            "distribution_id": row["distribution_id"],
+            "survey_id": row["survey_id"],
+            "writeback": row["writeback"],
+        }
+
+
+def write_claims(store: Store, pool: str, stream: TextIO, fmt: str = "csv") -> int:
+    """Write the pool's claims to ``stream`` as CSV (``data`` as JSON text) or a JSON array."""
+    count = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        for record in claim_records(store, pool):
+            if record["data"] is not None:
+                record["data"] = json.dumps(record["data"], sort_keys=True)
+            writer.writerow(record)
+            count += 1
+    elif fmt == "json":
+        stream.write("[")
+        for record in claim_records(store, pool):
+            stream.write(("," if count else "") + "\n  " + json.dumps(record, sort_keys=True))
+            count += 1
+        stream.write("\n]\n")
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return count
+
+
+def export_to_file(store: Store, pool: str, path: Path, fmt: str = "csv") -> int:
+    """Export into ``path`` atomically: a failure leaves no half-written file behind."""
+    directory = path.resolve().parent
+    handle = tempfile.NamedTemporaryFile(
+        "w", dir=directory, prefix=f".{path.name}.", delete=False, newline="", encoding="utf-8"
+    )
+    try:
+        with handle:
+            count = write_claims(store, pool, handle, fmt)
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    return count

@@ -1,0 +1,38 @@
+"""What ``linkpool status`` reports, as plain data: the JSON shape is pinned for monitoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from linkpool.config import PoolSettings
+from linkpool.store import PoolCounts
+
+OK, LOW, EMPTY = "OK", "LOW", "EMPTY"
+
+
+def health(counts: PoolCounts, pool: PoolSettings) -> str:
+    """EMPTY when nothing can be claimed, LOW below low_water, else OK."""
+    if counts.claimable == 0:
+        return EMPTY
+    if counts.claimable < pool.low_water:
+        return LOW
+    return OK
+
+
+def pool_status(counts: PoolCounts, pool: PoolSettings) -> dict[str, Any]:
+    """One pool's entry of ``status --json``. Keys are documented in docs/status.md."""
+    return {
+        "claimable": counts.claimable,
+        "available": counts.available,
+        "too_old": counts.too_old,
+        "claimed": counts.claimed,
+        "claimed_24h": counts.claimed_24h,
+        "expired": counts.expired,
+        "void": counts.void,
+        "health": health(counts, pool),
+        "low_water": pool.low_water,
+        "target_available": pool.target_available,
+        "lists": list(counts.lists),
+        "writeback_pending": counts.writeback_pending,
+        "writeback_failed": counts.writeback_failed,
+    }
