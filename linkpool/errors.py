@@ -12,6 +12,7 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     ├── DatabaseError                 exit 1  the database cannot be reached or used
     │   └── SchemaNotMigrated         exit 1  the database is behind the code
     ├── LeaseHeld                     exit 0  another process is already doing this job
+    ├── LeaseLost                     exit 1  another process took over a job while it ran
     └── QualtricsError                exit 1  Qualtrics answered with an error or not at all
         ├── AuthError                         401 / 403: a wrong or revoked token
         ├── NotFound                          404: a wrong id (survey, list, directory…)
@@ -114,6 +115,10 @@ class LeaseHeld(LinkPoolError):
     """Another process holds this job's lease: it is already running."""
 
     exit_code = 0
+
+
+class LeaseLost(LinkPoolError):
+    """Another process took over this job's lease: this run stopped; the new holder resumes."""
 
 
 class QualtricsError(LinkPoolError):
