@@ -1,0 +1,96 @@
+"""The race: real processes claim from one pool at once, on real SQLite and real PostgreSQL.
+
+Each process first claims a handful of shared idempotency keys (every process the same keys,
+recipients and data, so all must get the same link per key), then claims without a key until
+the pool is exhausted. Afterwards every seeded link must have been handed out exactly once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from linkpool import LinkPool, PoolExhausted, PoolSettings
+from linkpool.db import create_engine
+from linkpool.store import Store
+from tests.conftest import START, SURVEY_ID, seed_links
+
+PROCESSES = 8
+LINKS = 400
+SHARED_KEYS = 16
+POOL = PoolSettings(
+    name="race", survey_id=SURVEY_ID, link_ttl=timedelta(days=60), min_remaining=timedelta(days=1)
+)
+
+
+def claimer(url: str, worker: int, start, results) -> None:
+    """One process: wait for the others, claim shared keys, then claim until exhausted."""
+    with LinkPool(database_url=url, pools=[POOL]) as lp:
+        start.wait()
+        keyed = {}
+        for n in range(SHARED_KEYS):
+            claim = lp.claim("race", recipient=f"shared-{n}", key=f"k-{n}", data={"n": n})
+            keyed[f"k-{n}"] = claim.link_id
+        plain = []
+        while True:
+            try:
+                plain.append(lp.claim("race", recipient=f"w{worker}-{len(plain)}").link_id)
+            except PoolExhausted:
+                break
+    results.put((worker, keyed, plain))
+
+
+def race(url: str) -> list[tuple[int, dict[str, int], list[int]]]:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    results = context.Queue()
+    processes = [
+        context.Process(target=claimer, args=(url, worker, start, results))
+        for worker in range(PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    return outcomes
+
+
+def seed_pool(url: str) -> set[int]:
+    engine = create_engine(url)
+    store = Store(engine)
+    # Two lists with different expiries: the race must not care.
+    expiry = START + timedelta(days=50)
+    ids = seed_links(store, "race", LINKS // 2, now=START, expires_at=expiry)
+    ids += seed_links(store, "race", LINKS // 2, now=START, expires_at=expiry + timedelta(days=1))
+    engine.dispose()
+    return set(ids)
+
+
+def assert_each_link_once(seeded: set[int], outcomes) -> None:
+    keyed_links = {}
+    handed_out: list[int] = []
+    for _worker, keyed, plain in outcomes:
+        handed_out += plain
+        for key, link_id in keyed.items():
+            assert keyed_links.setdefault(key, link_id) == link_id, f"{key} got two links"
+    handed_out += keyed_links.values()
+    duplicates = [link for link, n in Counter(handed_out).items() if n > 1]
+    assert duplicates == []
+    assert set(handed_out) == seeded
+    assert len(keyed_links) == SHARED_KEYS
+
+
+def test_race_on_sqlite_file_database(sqlite_url: str) -> None:
+    seeded = seed_pool(sqlite_url)
+    assert_each_link_once(seeded, race(sqlite_url))
+
+
+@pytest.mark.postgres
+def test_race_on_postgres(pg_engine, postgres_url: str) -> None:
+    seeded = seed_pool(postgres_url)
+    assert_each_link_once(seeded, race(postgres_url))
