@@ -62,6 +62,10 @@ class ListState:
     DISTRIBUTED = "distributed"
     READY = "ready"
     FAILED = "failed"
+    # gc's progress while it deletes a list (a killed gc resumes from these): the list's
+    # unclaimed links are void and its distribution is being deleted; then its mailing list.
+    REAPING = "reaping"
+    DISTRIBUTION_DELETED = "distribution_deleted"
     DELETED = "deleted"
 
     PROVISIONING = (PLANNED, LIST_CREATED, IMPORTING, IMPORTED, DISTRIBUTED)
