@@ -1,0 +1,595 @@
+"""Configuration: file resolution, parsing, defaults, and one precise error per mistake."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from linkpool import config
+from linkpool.config import (
+    GcSettings,
+    PoolSettings,
+    QualtricsSettings,
+    ScheduleSettings,
+    Settings,
+    SyncSettings,
+    format_duration,
+    load_settings,
+    normalize_database_url,
+    parse_duration,
+    resolve_config_path,
+    settings_from_mapping,
+)
+from linkpool.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "linkpool.example.toml"
+DOC = ROOT / "docs" / "configuration.md"
+
+QUALTRICS = """
+[qualtrics]
+base_url = "https://iad1.qualtrics.com/API/v3"
+directory_id = "POOL_TestDirectory01"
+"""
+POOL = """
+[pools.nps]
+survey_id = "SV_TestSurvey00001"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(config.DATABASE_URL_ENV, raising=False)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    def write(text: str, name: str = "linkpool.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path)
+    return str(excinfo.value)
+
+
+# --- the example file -------------------------------------------------------------------------
+
+
+def test_example_config_parses_into_the_documented_values() -> None:
+    settings = load_settings(EXAMPLE)
+
+    assert settings.source == EXAMPLE
+    assert settings.database_url == "sqlite:///linkpool.db"
+    assert settings.qualtrics == QualtricsSettings(
+        base_url="https://iad1.qualtrics.com/API/v3",
+        directory_id="POOL_ExampleDirectory",
+        api_token_env="QUALTRICS_API_TOKEN",
+        requests_per_minute=3000,
+        max_concurrency=4,
+        timeout=30.0,
+        max_retries=5,
+    )
+    assert settings.schedule == ScheduleSettings(
+        refill_interval=timedelta(minutes=5),
+        gc_interval=timedelta(hours=1),
+        sync_interval=timedelta(seconds=30),
+    )
+    assert settings.gc == GcSettings(grace=timedelta(hours=1), purge_contacts=False)
+    assert settings.sync == SyncSettings(
+        recipient_field="linkpool_recipient", max_attempts=5, contact_fields={}
+    )
+    assert list(settings.pools) == ["nps-checkin"]
+    assert settings.pools["nps-checkin"] == PoolSettings(
+        name="nps-checkin",
+        survey_id="SV_ExampleSurvey01",
+        target_available=500,
+        low_water=200,
+        list_size=1000,
+        link_ttl=timedelta(days=60),
+        min_remaining=timedelta(days=7),
+        embedded_data={"source": "linkpool"},
+    )
+
+
+def test_an_empty_file_gives_the_defaults(write_config) -> None:
+    settings = load_settings(write_config(""))
+
+    assert settings.database_url == config.DEFAULT_DATABASE_URL
+    assert settings.qualtrics is None
+    assert settings.pools == {}
+    assert settings.schedule == ScheduleSettings()
+    assert settings.gc == GcSettings()
+    assert settings.sync == SyncSettings()
+
+
+def test_require_qualtrics_names_the_file_when_the_table_is_missing(write_config) -> None:
+    path = write_config("")
+    with pytest.raises(ConfigError, match=re.escape(str(path))):
+        load_settings(path).require_qualtrics()
+
+
+# --- which file -------------------------------------------------------------------------------
+
+
+def test_config_option_wins_over_environment_and_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(config.CONFIG_ENV, "from-env.toml")
+
+    assert resolve_config_path("explicit.toml") == Path("explicit.toml")
+
+
+def test_environment_wins_over_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(config.CONFIG_ENV, "from-env.toml")
+
+    assert resolve_config_path(None) == Path("from-env.toml")
+
+
+def test_default_is_linkpool_toml_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linkpool.toml").write_text('[database]\nurl = "sqlite:///cwd.db"\n')
+
+    assert resolve_config_path(None) == Path("linkpool.toml")
+    assert load_settings().database_url == "sqlite:///cwd.db"
+
+
+def test_load_settings_reads_the_file_named_by_the_environment(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config('[database]\nurl = "sqlite:///env.db"\n', name="env.toml")
+    monkeypatch.setenv(config.CONFIG_ENV, str(path))
+
+    assert load_settings().database_url == "sqlite:///env.db"
+
+
+# --- database url -----------------------------------------------------------------------------
+
+
+def test_database_url_environment_variable_overrides_the_file(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.DATABASE_URL_ENV, "sqlite:///override.db")
+
+    settings = load_settings(write_config('[database]\nurl = "sqlite:///file.db"\n'))
+
+    assert settings.database_url == "sqlite:///override.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://user@db.example/linkpool", "postgres://user@db.example/linkpool"],
+)
+def test_postgres_urls_use_psycopg_3(write_config, url: str) -> None:
+    settings = load_settings(write_config(f'[database]\nurl = "{url}"\n'))
+
+    assert settings.database_url == "postgresql+psycopg://user@db.example/linkpool"
+
+
+def test_postgres_url_from_the_environment_uses_psycopg_3(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.DATABASE_URL_ENV, "postgres://u@h/d")
+
+    assert load_settings(write_config("")).database_url == "postgresql+psycopg://u@h/d"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:///x.db", "postgresql+psycopg://u@h/d", "postgresql+psycopg2://u@h/d"],
+)
+def test_urls_that_name_their_driver_are_left_alone(url: str) -> None:
+    assert normalize_database_url(url) == url
+
+
+def test_database_url_that_is_not_a_url_is_refused(write_config) -> None:
+    path = write_config('[database]\nurl = "linkpool.db"\n')
+
+    message = config_error(path)
+
+    assert str(path) in message
+    assert "database.url" in message
+
+
+# --- qualtrics base url -----------------------------------------------------------------------
+
+
+def test_datacenter_becomes_the_base_url(write_config) -> None:
+    path = write_config('[qualtrics]\ndatacenter = "fra1"\ndirectory_id = "POOL_TestDirectory01"\n')
+
+    assert load_settings(path).qualtrics.base_url == "https://fra1.qualtrics.com/API/v3"
+
+
+def test_base_url_loses_its_trailing_slash(write_config) -> None:
+    path = write_config(QUALTRICS.replace("/API/v3", "/API/v3/"))
+
+    assert load_settings(path).qualtrics.base_url == "https://iad1.qualtrics.com/API/v3"
+
+
+def test_base_url_and_datacenter_together_are_refused(write_config) -> None:
+    path = write_config(QUALTRICS + 'datacenter = "iad1"\n')
+
+    message = config_error(path)
+
+    assert str(path) in message
+    assert "qualtrics.datacenter" in message
+    assert "not both" in message
+
+
+def test_neither_base_url_nor_datacenter_is_refused(write_config) -> None:
+    path = write_config('[qualtrics]\ndirectory_id = "POOL_TestDirectory01"\n')
+
+    message = config_error(path)
+
+    assert str(path) in message
+    assert "base_url or datacenter" in message
+
+
+def test_malformed_datacenter_is_refused(write_config) -> None:
+    path = write_config('[qualtrics]\ndatacenter = "not a dc"\ndirectory_id = "POOL_X123456789"\n')
+
+    assert "qualtrics.datacenter" in config_error(path)
+
+
+# --- durations --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("5m", timedelta(minutes=5)),
+        ("12h", timedelta(hours=12)),
+        ("60d", timedelta(days=60)),
+        (" 7d ", timedelta(days=7)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["30", "5w", "1.5h", "-1d", "d", "", "1h30m", "ten s"])
+def test_parse_duration_refuses_what_is_not_an_integer_and_one_unit(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_parse_duration_refuses_non_strings() -> None:
+    with pytest.raises(ValueError):
+        parse_duration(30)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(days=60), "60d"),
+        (timedelta(hours=36), "36h"),
+        (timedelta(minutes=90), "90m"),
+        (timedelta(seconds=61), "61s"),
+        (timedelta(0), "0s"),
+    ],
+)
+def test_format_duration_uses_the_largest_exact_unit(value: timedelta, text: str) -> None:
+    assert format_duration(value) == text
+    assert parse_duration(text) == value
+
+
+def test_bad_duration_unit_names_file_and_key(write_config) -> None:
+    path = write_config(POOL + 'link_ttl = "8w"\n')
+
+    message = config_error(path)
+
+    assert str(path) in message
+    assert "pools.nps.link_ttl" in message
+
+
+@pytest.mark.parametrize("key", ["refill_interval", "gc_interval", "sync_interval"])
+def test_zero_duration_is_refused(write_config, key: str) -> None:
+    path = write_config(f'[schedule]\n{key} = "0s"\n')
+
+    message = config_error(path)
+
+    assert str(path) in message
+    assert f"schedule.{key}" in message
+    assert "longer than zero" in message
+
+
+# --- validation: every error names the file and the key ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[databases]\nurl = 'sqlite://'\n", "databases"),
+        ("[database]\npath = 'x.db'\n", "database.path"),
+        (QUALTRICS + "token = 'x'\n", "qualtrics.token"),
+        ("[schedule]\nrefill = '5m'\n", "schedule.refill"),
+        ("[gc]\npurge = true\n", "gc.purge"),
+        ("[sync]\nfield = 'x'\n", "sync.field"),
+        (POOL + "size = 10\n", "pools.nps.size"),
+        # wrong types: a string for an integer, a boolean for an integer, an integer for a string
+        (POOL + "target_available = '500'\n", "pools.nps.target_available"),
+        (POOL + "low_water = '200'\n", "pools.nps.low_water"),
+        (QUALTRICS + "max_concurrency = true\n", "qualtrics.max_concurrency"),
+        (POOL + "list_size = false\n", "pools.nps.list_size"),
+        ("[pools.nps]\nsurvey_id = 12\n", "pools.nps.survey_id"),
+        ("[database]\nurl = 5\n", "database.url"),
+        ("[sync]\nrecipient_field = 1\n", "sync.recipient_field"),
+        ("[gc]\npurge_contacts = 1\n", "gc.purge_contacts"),
+        (POOL + "link_ttl = 60\n", "pools.nps.link_ttl"),
+        (QUALTRICS + "requests_per_minute = 0\n", "qualtrics.requests_per_minute"),
+        (QUALTRICS + "max_retries = -1\n", "qualtrics.max_retries"),
+        ("[pools]\nnps = 1\n", "pools.nps"),
+        ("[pools.'bad name']\nsurvey_id = 'SV_TestSurvey00001'\n", "pools.bad name"),
+        # cross-field rules of a pool
+        (POOL + "target_available = 100\nlow_water = 101\n", "pools.nps.low_water"),
+        (POOL + "list_size = 0\n", "pools.nps.list_size"),
+        (POOL + "list_size = 10001\n", "pools.nps.list_size"),
+        (POOL + 'link_ttl = "7d"\nmin_remaining = "7d"\n', "pools.nps.min_remaining"),
+        (POOL + 'link_ttl = "1d"\nmin_remaining = "2d"\n', "pools.nps.min_remaining"),
+        # ids
+        ("[pools.nps]\nsurvey_id = 'SV_short'\n", "pools.nps.survey_id"),
+        ("[pools.nps]\nsurvey_id = 'XX_TestSurvey00001'\n", "pools.nps.survey_id"),
+        (QUALTRICS.replace("POOL_TestDirectory01", "POOL_x"), "qualtrics.directory_id"),
+        (
+            QUALTRICS.replace("POOL_TestDirectory01", "GRP_TestDirectory01"),
+            "qualtrics.directory_id",
+        ),
+        ("[pools.nps]\nlist_size = 10\n", "pools.nps.survey_id"),
+        ("[qualtrics]\ndatacenter = 'iad1'\n", "qualtrics.directory_id"),
+        (QUALTRICS + "api_token_env = 'not a name'\n", "qualtrics.api_token_env"),
+        # maps of strings
+        (POOL + "embedded_data = { source = 1 }\n", "pools.nps.embedded_data.source"),
+        (POOL + "embedded_data = { flag = true }\n", "pools.nps.embedded_data.flag"),
+        (POOL + "embedded_data = 'source'\n", "pools.nps.embedded_data"),
+        ("[sync]\ncontact_fields = { phone = 'phone' }\n", "sync.contact_fields.phone"),
+        ("[sync]\ncontact_fields = { email = 3 }\n", "sync.contact_fields.email"),
+    ],
+)
+def test_each_mistake_names_the_file_and_the_key(write_config, text: str, key: str) -> None:
+    path = write_config(text)
+
+    message = config_error(path)
+
+    assert message.startswith(f"{path}: {key}"), message
+
+
+def test_unknown_key_lists_the_allowed_keys(write_config) -> None:
+    message = config_error(write_config("[gc]\npurge = true\n"))
+
+    assert "allowed: grace, purge_contacts" in message
+
+
+def test_boundary_list_sizes_are_accepted(write_config) -> None:
+    for size in (1, config.MAX_LIST_SIZE):
+        pool = load_settings(write_config(POOL + f"list_size = {size}\n")).pools["nps"]
+        assert pool.list_size == size
+
+
+def test_low_water_equal_to_target_available_is_accepted(write_config) -> None:
+    pool = load_settings(write_config(POOL + "target_available = 50\nlow_water = 50\n"))
+
+    assert pool.pools["nps"].low_water == 50
+
+
+def test_contact_fields_map_contact_fields_to_data_keys(write_config) -> None:
+    path = write_config('[sync]\ncontact_fields = { email = "email", firstName = "first" }\n')
+
+    assert load_settings(path).sync.contact_fields == {"email": "email", "firstName": "first"}
+
+
+def test_pool_settings_built_in_code_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="list_size"):
+        PoolSettings(name="nps", survey_id="SV_TestSurvey00001", list_size=0)
+
+
+# --- unreadable files -------------------------------------------------------------------------
+
+
+def test_malformed_toml_names_the_file(write_config) -> None:
+    path = write_config("[pools.nps\nsurvey_id = 'SV_TestSurvey00001'\n")
+
+    message = config_error(path)
+
+    assert message.startswith(str(path))
+    assert "not valid TOML" in message
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+
+    message = config_error(path)
+
+    assert message.startswith(str(path))
+    assert "not found" in message
+
+
+def test_a_directory_is_not_a_readable_file(tmp_path: Path) -> None:
+    message = config_error(tmp_path)
+
+    assert message.startswith(str(tmp_path))
+    assert "cannot read" in message
+
+
+def test_a_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[database]\nurl = "sqlite:///caf\xe9.db"\n')
+
+    assert config_error(path).startswith(str(path))
+
+
+# --- the token --------------------------------------------------------------------------------
+
+
+def test_token_is_read_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_QUALTRICS_TOKEN", "s3cret-token-value")
+    settings = QualtricsSettings(
+        base_url="https://iad1.qualtrics.com/API/v3",
+        directory_id="POOL_TestDirectory01",
+        api_token_env="MY_QUALTRICS_TOKEN",
+    )
+
+    assert settings.token() == "s3cret-token-value"
+    assert "s3cret-token-value" not in repr(settings)
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_unset_token_names_the_variable_and_no_token(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    monkeypatch.setenv("QUALTRICS_API_TOKEN", "the-default-variable-token")
+    if value is None:
+        monkeypatch.delenv("MY_QUALTRICS_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("MY_QUALTRICS_TOKEN", value)
+    settings = QualtricsSettings(
+        base_url="https://iad1.qualtrics.com/API/v3",
+        directory_id="POOL_TestDirectory01",
+        api_token_env="MY_QUALTRICS_TOKEN",
+    )
+
+    with pytest.raises(ConfigError) as excinfo:
+        settings.token()
+
+    assert "MY_QUALTRICS_TOKEN" in str(excinfo.value)
+    assert "the-default-variable-token" not in str(excinfo.value)
+
+
+def test_loading_settings_does_not_need_the_token(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("QUALTRICS_API_TOKEN", raising=False)
+
+    settings = load_settings(write_config(QUALTRICS))
+
+    assert settings.qualtrics.api_token_env == "QUALTRICS_API_TOKEN"
+
+
+# --- docs/configuration.md cannot drift from the parser ---------------------------------------
+
+# Where each documented table's values end up, and the settings field each key fills.
+_DOC_TARGETS = {
+    "database": (Settings, {"url": "database_url"}),
+    "qualtrics": (QualtricsSettings, {}),
+    "schedule": (ScheduleSettings, {}),
+    "gc": (GcSettings, {}),
+    "sync": (SyncSettings, {}),
+    "pools.<name>": (PoolSettings, {}),
+}
+_NO_DEFAULT = {"—", "required", "(required)"}
+
+
+def documented_tables() -> dict[str, dict[str, dict[str, str]]]:
+    """``## `[table]` `` headings, each followed by a ``| key | type | default | limits |`` table."""
+    tables: dict[str, dict[str, dict[str, str]]] = {}
+    current: dict[str, dict[str, str]] | None = None
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"^## `\[(.+)\]`", line)
+        if heading:
+            current = tables.setdefault(heading.group(1), {})
+            continue
+        if line.startswith("## "):
+            current = None
+        row = re.match(r"^\|\s*`([a-z_]+)`\s*\|(.*)\|\s*$", line)
+        if current is not None and row:
+            cells = [cell.strip() for cell in row.group(2).split("|")]
+            current[row.group(1)] = {"type": cells[0], "default": cells[1], "limits": cells[2]}
+    return tables
+
+
+def accepted_keys(table: str) -> set[str]:
+    """Ask the parser itself: an unknown key's error lists every key it accepts."""
+    if table == "pools.<name>":
+        raw = {"pools": {"nps": {"zz_unknown": 1}}}
+    else:
+        raw = {table: {"zz_unknown": 1}}
+    with pytest.raises(ConfigError) as excinfo:
+        settings_from_mapping(raw)
+    return set(str(excinfo.value).split("allowed: ")[1].split(", "))
+
+
+def accepted_tables() -> set[str]:
+    with pytest.raises(ConfigError) as excinfo:
+        settings_from_mapping({"zz_unknown": {}})
+    return set(str(excinfo.value).split("allowed: ")[1].split(", "))
+
+
+def documented_default(cell: str, kind: type, current: object) -> object:
+    """The doc writes defaults as TOML values, e.g. ``"30s"``, ``3000``, ``false``, ``{}``."""
+    literal = re.fullmatch(r"`(.+)`", cell)
+    assert literal, f"default {cell!r} is not a `TOML value`"
+    value = tomllib.loads(f"v = {literal.group(1)}")["v"]
+    if isinstance(current, timedelta):
+        return parse_duration(value)
+    if kind is QualtricsSettings and isinstance(current, float):
+        return parse_duration(value).total_seconds()
+    return value
+
+
+def field_default(kind: type, name: str) -> object:
+    found = {f.name: f for f in dataclasses.fields(kind)}[name]
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return found.default
+
+
+def test_the_doc_documents_every_table() -> None:
+    tables = set(documented_tables())
+
+    assert {t.split(".")[0] for t in tables} == accepted_tables()
+    assert tables == set(_DOC_TARGETS)
+
+
+@pytest.mark.parametrize("table", sorted(_DOC_TARGETS))
+def test_the_doc_lists_exactly_the_keys_the_parser_accepts(table: str) -> None:
+    assert set(documented_tables()[table]) == accepted_keys(table)
+
+
+def test_the_doc_key_sets_match_the_parser_constants() -> None:
+    tables = documented_tables()
+
+    assert set(tables["qualtrics"]) == config._QUALTRICS_KEYS
+    assert set(tables["pools.<name>"]) == config._POOL_KEYS
+
+
+@pytest.mark.parametrize("table", sorted(_DOC_TARGETS))
+def test_every_documented_default_is_the_real_default(table: str) -> None:
+    kind, renamed = _DOC_TARGETS[table]
+    for key, row in documented_tables()[table].items():
+        if row["default"] in _NO_DEFAULT:
+            continue
+        name = renamed.get(key, key)
+        default = field_default(kind, name)
+        assert documented_default(row["default"], kind, default) == default, (table, key)
+
+
+def test_defaults_the_parser_fills_in_equal_the_dataclass_defaults(write_config) -> None:
+    settings = load_settings(write_config(QUALTRICS + POOL))
+    parsed = {
+        QualtricsSettings: settings.qualtrics,
+        PoolSettings: settings.pools["nps"],
+        ScheduleSettings: settings.schedule,
+        GcSettings: settings.gc,
+        SyncSettings: settings.sync,
+    }
+    for kind, instance in parsed.items():
+        for found in dataclasses.fields(kind):
+            if found.name in {"name", "survey_id", "base_url", "directory_id"}:
+                continue
+            assert getattr(instance, found.name) == field_default(kind, found.name), found.name
+    assert settings.database_url == field_default(Settings, "database_url")
