@@ -282,6 +282,198 @@ class Store:
         with self.read() as connection:
             return connection.execute(query).scalar()
 
+    # --- reaping (gc) ------------------------------------------------------------------------
+
+    @staticmethod
+    def _holds_live_claim(now: datetime) -> Any:
+        """True for a list holding a claimed link that has not expired: gc never touches one."""
+        return sa.exists().where(
+            links.c.list_id == lists.c.id,
+            links.c.status == LinkStatus.CLAIMED,
+            links.c.expires_at > now,
+        )
+
+    def lists_being_reaped(self, *, now: datetime) -> list[RowMapping]:
+        """Lists a gc began deleting (perhaps a gc that was killed): they are finished first."""
+        reaping = (ListState.REAPING, ListState.DISTRIBUTION_DELETED)
+        return self._lists_where(lists.c.state.in_(reaping), ~self._holds_live_claim(now))
+
+    def expired_lists(self, *, now: datetime, expired_before: datetime) -> list[RowMapping]:
+        """Live lists whose links expired before ``expired_before`` and hold no unexpired claim."""
+        return self._lists_where(
+            lists.c.state.in_(ListState.LIVE),
+            lists.c.expires_at <= expired_before,
+            ~self._holds_live_claim(now),
+        )
+
+    def abandoned_lists(self, *, now: datetime, stale_before: datetime) -> list[RowMapping]:
+        """Lists provisioning left behind: failed ones, and ones stuck in a provisioning state
+        since before ``stale_before``; never one that holds an unexpired claim."""
+        stuck = sa.and_(
+            lists.c.state.in_(ListState.PROVISIONING), lists.c.updated_at < stale_before
+        )
+        return self._lists_where(
+            sa.or_(lists.c.state == ListState.FAILED, stuck), ~self._holds_live_claim(now)
+        )
+
+    def _lists_where(self, *conditions: Any) -> list[RowMapping]:
+        query = sa.select(lists).where(*conditions).order_by(lists.c.expires_at, lists.c.id)
+        with self.read() as connection:
+            return list(connection.execute(query).mappings())
+
+    def begin_reaping(self, list_id: int, *, state: str, now: datetime) -> int | None:
+        """Void the list's unclaimed links and mark it ``reaping``, in one transaction.
+
+        Returns how many links were voided, or None (nothing changed) when the list left
+        ``state`` meanwhile or holds an unexpired claim. The links are voided *before* the
+        claims are counted, so a claim that commits concurrently is either seen here or finds
+        no available link of this list: after this returns a number, nothing in the list can
+        be claimed, and nothing in it is claimed and unexpired.
+        """
+        try:
+            with self.write() as connection:
+                moved = connection.execute(
+                    sa.update(lists)
+                    .where(lists.c.id == list_id, lists.c.state == state)
+                    .values(state=ListState.REAPING, updated_at=now)
+                )
+                if moved.rowcount != 1:
+                    raise _Refused
+                voided = connection.execute(
+                    sa.update(links)
+                    .where(links.c.list_id == list_id, links.c.status == LinkStatus.AVAILABLE)
+                    .values(status=LinkStatus.VOID, voided_at=now)
+                ).rowcount
+                if self._count_live_claims(connection, list_id, now):
+                    raise _Refused
+        except _Refused:
+            return None
+        return int(voided)
+
+    def live_claims(self, list_id: int, *, now: datetime) -> int:
+        """How many claimed links of the list have not expired (gc checks before each delete)."""
+        with self.read() as connection:
+            return self._count_live_claims(connection, list_id, now)
+
+    @staticmethod
+    def _count_live_claims(connection: Connection, list_id: int, now: datetime) -> int:
+        query = sa.select(sa.func.count()).where(
+            links.c.list_id == list_id,
+            links.c.status == LinkStatus.CLAIMED,
+            links.c.expires_at > now,
+        )
+        return int(connection.execute(query).scalar_one())
+
+    def unclaimable_links(self, pool: str, *, cutoff: datetime) -> int:
+        """Available links of the pool expiring before ``cutoff``: never handed out any more."""
+        query = sa.select(sa.func.count()).where(self._unclaimable(pool, cutoff))
+        with self.read() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def void_unclaimable_links(self, pool: str, *, cutoff: datetime, now: datetime) -> int:
+        statement = (
+            sa.update(links)
+            .where(self._unclaimable(pool, cutoff))
+            .values(status=LinkStatus.VOID, voided_at=now)
+        )
+        with self.write() as connection:
+            return int(connection.execute(statement).rowcount)
+
+    @staticmethod
+    def _unclaimable(pool: str, cutoff: datetime) -> Any:
+        return sa.and_(
+            links.c.pool == pool,
+            links.c.status == LinkStatus.AVAILABLE,
+            links.c.expires_at < cutoff,
+        )
+
+    def placeholder_contact_ids(self, list_id: int) -> list[str]:
+        query = sa.select(links.c.contact_id).where(links.c.list_id == list_id).order_by(links.c.id)
+        with self.read() as connection:
+            return list(connection.execute(query).scalars())
+
+    def known_mailing_lists(self) -> tuple[set[str], set[str]]:
+        """(ids, names) of the lists the database still considers to exist on Qualtrics."""
+        query = sa.select(lists.c.mailing_list_id, lists.c.name).where(
+            lists.c.state != ListState.DELETED
+        )
+        with self.read() as connection:
+            rows = connection.execute(query).all()
+        return {row[0] for row in rows if row[0]}, {row[1] for row in rows}
+
+    # --- write-back (sync) -------------------------------------------------------------------
+
+    def due_writebacks(self, *, now: datetime, limit: int) -> list[RowMapping]:
+        """Pending write-backs whose time has come, soonest due first, with their list."""
+        query = (
+            self._writeback_query()
+            .where(links.c.writeback == WriteBack.PENDING, links.c.writeback_due_at <= now)
+            .order_by(links.c.writeback_due_at, links.c.id)
+            .limit(limit)
+        )
+        with self.read() as connection:
+            return list(connection.execute(query).mappings())
+
+    def writeback_of(self, link_id: int) -> RowMapping | None:
+        query = self._writeback_query().where(links.c.id == link_id)
+        with self.read() as connection:
+            return connection.execute(query).mappings().first()
+
+    @staticmethod
+    def _writeback_query() -> sa.Select[Any]:
+        return sa.select(
+            links.c.id,
+            links.c.pool,
+            links.c.contact_id,
+            links.c.recipient,
+            links.c.data,
+            links.c.writeback,
+            links.c.writeback_attempts,
+            lists.c.mailing_list_id,
+            lists.c.state.label("list_state"),
+        ).join(lists, lists.c.id == links.c.list_id)
+
+    def record_writebacks(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
+        """Store many write-back outcomes in one transaction. Each carries ``link_id``,
+        ``state``, ``attempts``, ``due_at`` and ``error``; only pending rows change."""
+        if not outcomes:
+            return
+        statement = (
+            sa.update(links)
+            .where(
+                links.c.id == sa.bindparam("b_link_id"),
+                links.c.writeback == WriteBack.PENDING,
+            )
+            .values(
+                writeback=sa.bindparam("b_state"),
+                writeback_attempts=sa.bindparam("b_attempts"),
+                writeback_due_at=sa.bindparam("b_due_at", type_=links.c.writeback_due_at.type),
+                writeback_error=sa.bindparam("b_error"),
+            )
+        )
+        rows = [{f"b_{key}": value for key, value in outcome.items()} for outcome in outcomes]
+        with self.write() as connection:
+            connection.execute(statement, rows)
+
+    def requeue_failed_writebacks(self, *, now: datetime) -> int:
+        """Make every failed write-back pending again, with a fresh attempt budget."""
+        statement = (
+            sa.update(links)
+            .where(links.c.writeback == WriteBack.FAILED)
+            .values(
+                writeback=WriteBack.PENDING,
+                writeback_attempts=0,
+                writeback_due_at=now,
+                writeback_error=None,
+            )
+        )
+        with self.write() as connection:
+            return int(connection.execute(statement).rowcount)
+
+
+class _Refused(Exception):
+    """Rolls back ``begin_reaping``'s transaction."""
+
 
 def ping(engine: Engine) -> None:
     """Raise DatabaseError unless the database answers."""
