@@ -1,0 +1,574 @@
+"""The synchronous Qualtrics v3 client: every call linkpool makes to Qualtrics goes through here.
+
+Each call is throttled (a shared token bucket and a cap on requests in flight), retried when that
+is safe, and turned into a typed error from ``linkpool.errors`` when it fails. Errors, log records
+and ``repr(client)`` name the method and the *templated* endpoint
+(``GET /directories/{directoryId}/mailinglists``), never the token or a URL's query string.
+
+Retries: GET, PUT and DELETE are retried on 429, 5xx, timeouts and connection errors. A POST is
+retried only when Qualtrics certainly did not act on it: a 429, or a connection that was never
+established. A POST that times out, loses its connection or gets a 5xx raises ``OutcomeUnknown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from linkpool.clock import Clock, SystemClock, utc
+from linkpool.errors import (
+    AuthError,
+    BadRequest,
+    NotFound,
+    OutcomeUnknown,
+    QualtricsError,
+    QualtricsTimeout,
+    QualtricsUnreachable,
+    RateLimited,
+    ServerError,
+)
+from linkpool.qualtrics.retry import (
+    IDEMPOTENT_METHODS,
+    RetryPolicy,
+    is_retryable_status,
+    retry_after,
+    was_not_sent,
+)
+from linkpool.qualtrics.throttle import Throttle
+
+if TYPE_CHECKING:
+    from linkpool.config import QualtricsSettings
+
+logger = logging.getLogger("linkpool.qualtrics")
+
+EXPIRATION_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+try:
+    __version__ = version("linkpool")
+except PackageNotFoundError:
+    __version__ = "0.0.0"
+
+USER_AGENT = f"linkpool/{__version__}"
+
+_MAILING_LISTS = "/directories/{directoryId}/mailinglists"
+_MAILING_LIST = _MAILING_LISTS + "/{mailingListId}"
+_CONTACTS = _MAILING_LIST + "/contacts"
+_CONTACT = _CONTACTS + "/{contactId}"
+_IMPORTS = _MAILING_LIST + "/transactioncontacts"
+_IMPORT = _IMPORTS + "/{importId}"
+_DIRECTORY_CONTACT = "/directories/{directoryId}/contacts/{contactId}"
+_DISTRIBUTIONS = "/distributions"
+_DISTRIBUTION = "/distributions/{distributionId}"
+_LINKS = _DISTRIBUTION + "/links"
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """A started bulk import: its id and the indexes of the contacts Qualtrics refused outright."""
+
+    id: str
+    unprocessed: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportStatus:
+    """How far a bulk import got."""
+
+    percent_complete: int
+    added: int
+    updated: int
+    failed: int
+    unprocessed: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.percent_complete >= 100
+
+
+class QualtricsClient:
+    """A thread-safe client for the Qualtrics v3 calls linkpool uses.
+
+    ``transport`` lets tests mount the simulator (``httpx.WSGITransport``) or respx; ``clock``
+    drives the throttle, retry backoff and import polling; ``rng`` makes backoff jitter
+    reproducible.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        directory_id: str,
+        timeout: float = 30.0,
+        requests_per_minute: int = 3000,
+        max_concurrency: int = 4,
+        max_retries: int = 5,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.directory_id = directory_id
+        self.calls: Counter[str] = Counter()
+        self.retry_policy = RetryPolicy(max_retries=max_retries)
+        self._token = token
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._throttle = Throttle(
+            requests_per_minute=requests_per_minute,
+            max_concurrency=max_concurrency,
+            clock=self._clock,
+        )
+        self._calls_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "X-API-TOKEN": token,
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: QualtricsSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+    ) -> QualtricsClient:
+        """A client configured from ``[qualtrics]``; reads the token from its environment variable."""
+        return cls(
+            base_url=settings.base_url,
+            token=settings.token(),
+            directory_id=settings.directory_id,
+            timeout=settings.timeout,
+            requests_per_minute=settings.requests_per_minute,
+            max_concurrency=settings.max_concurrency,
+            max_retries=settings.max_retries,
+            transport=transport,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"QualtricsClient(base_url={self.base_url!r}, directory_id={self.directory_id!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> QualtricsClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- calls ---
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the token belongs to (``userId``, ``brandId``…): a cheap credentials check."""
+        return self._result("GET", "/whoami")
+
+    def create_mailing_list(self, name: str) -> str:
+        """Create a mailing list in the directory; returns its ``CG_`` id."""
+        return self._created_id("POST", _MAILING_LISTS, json={"name": name})
+
+    def get_mailing_list(self, mailing_list_id: str) -> dict[str, Any]:
+        return self._result("GET", _MAILING_LIST, {"mailingListId": mailing_list_id})
+
+    def iter_mailing_lists(self) -> Iterator[dict[str, Any]]:
+        """Every mailing list in the directory (``mailingListId``, ``name``, …), page by page."""
+        return self._paginate(_MAILING_LISTS)
+
+    def delete_mailing_list(self, mailing_list_id: str) -> None:
+        """Delete a list (and so break its links). A 404 raises NotFound: the caller decides."""
+        self._call("DELETE", _MAILING_LIST, {"mailingListId": mailing_list_id})
+
+    def update_contact(
+        self, mailing_list_id: str, contact_id: str, fields: Mapping[str, Any]
+    ) -> None:
+        """Update a contact in a list, e.g. ``{"embeddedData": {...}}``."""
+        ids = {"mailingListId": mailing_list_id, "contactId": contact_id}
+        self._call("PUT", _CONTACT, ids, json=dict(fields))
+
+    def iter_contacts(self, mailing_list_id: str) -> Iterator[dict[str, Any]]:
+        return self._paginate(_CONTACTS, {"mailingListId": mailing_list_id})
+
+    def delete_contact(self, mailing_list_id: str, contact_id: str) -> None:
+        """Remove a contact from a list; it stays in the directory."""
+        self._call("DELETE", _CONTACT, {"mailingListId": mailing_list_id, "contactId": contact_id})
+
+    def delete_directory_contact(self, contact_id: str) -> None:
+        """Delete a contact from the directory itself."""
+        self._call("DELETE", _DIRECTORY_CONTACT, {"contactId": contact_id})
+
+    def start_import(self, mailing_list_id: str, contacts: list[dict[str, Any]]) -> ImportJob:
+        """Start a bulk import of ``contacts`` into a list (at most 10,000 and 5 MB)."""
+        ids = {"mailingListId": mailing_list_id}
+        result = self._result("POST", _IMPORTS, ids, json={"contacts": contacts})
+        return ImportJob(
+            id=_required_str(result, "id", "POST", _IMPORTS),
+            unprocessed=_unprocessed(result),
+        )
+
+    def get_import(self, mailing_list_id: str, import_id: str) -> ImportStatus:
+        result = self._result(
+            "GET", _IMPORT, {"mailingListId": mailing_list_id, "importId": import_id}
+        )
+        contacts = result.get("contacts") or {}
+        count = contacts.get("count") or {}
+        return ImportStatus(
+            percent_complete=int(result.get("percentComplete") or 0),
+            added=int(count.get("added") or 0),
+            updated=int(count.get("updated") or 0),
+            failed=int(count.get("failed") or 0),
+            unprocessed=_unprocessed(result),
+        )
+
+    def wait_for_import(
+        self,
+        mailing_list_id: str,
+        import_id: str,
+        *,
+        poll_interval: float = 1.0,
+        timeout: float = 600.0,
+    ) -> ImportStatus:
+        """Poll an import (sleeping on the clock) until it is complete.
+
+        Raises QualtricsTimeout if it is not complete after ``timeout`` seconds of clock time.
+        """
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            status = self.get_import(mailing_list_id, import_id)
+            if status.complete:
+                return status
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise QualtricsTimeout(
+                    f"import {import_id} into mailing list {mailing_list_id} was still at "
+                    f"{status.percent_complete}% after {timeout:g}s; it may finish later: "
+                    "check it again or raise the timeout",
+                    method="GET",
+                    endpoint=_IMPORT,
+                )
+            self._clock.sleep(min(poll_interval, remaining))
+
+    def create_link_distribution(
+        self, *, survey_id: str, mailing_list_id: str, description: str, expires_at: datetime
+    ) -> str:
+        """Generate personal links for every contact of a list; returns the ``EMD_`` id.
+
+        ``expires_at`` is sent in UTC (naive datetimes are taken to be UTC already).
+        """
+        body = {
+            "surveyId": survey_id,
+            "linkType": "Individual",
+            "description": description,
+            "action": "CreateDistribution",
+            "expirationDate": utc(expires_at).strftime(EXPIRATION_FORMAT),
+            "mailingListId": mailing_list_id,
+        }
+        return self._created_id("POST", _DISTRIBUTIONS, json=body)
+
+    def iter_distributions(self, survey_id: str) -> Iterator[dict[str, Any]]:
+        return self._paginate(_DISTRIBUTIONS, params={"surveyId": survey_id})
+
+    def get_distribution(self, distribution_id: str) -> dict[str, Any]:
+        return self._result("GET", _DISTRIBUTION, {"distributionId": distribution_id})
+
+    def delete_distribution(self, distribution_id: str) -> None:
+        """Delete a distribution (and so break its links)."""
+        self._call("DELETE", _DISTRIBUTION, {"distributionId": distribution_id})
+
+    def iter_links(self, distribution_id: str, survey_id: str) -> Iterator[dict[str, Any]]:
+        """The raw link elements of a distribution. The listing is eventually consistent."""
+        ids = {"distributionId": distribution_id}
+        return self._paginate(_LINKS, ids, params={"surveyId": survey_id})
+
+    # --- envelope ---
+
+    def _result(
+        self,
+        method: str,
+        template: str,
+        ids: Mapping[str, str] | None = None,
+        *,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        envelope = self._call(method, template, ids, json=json)
+        return _result_of(envelope, method, template)
+
+    def _created_id(self, method: str, template: str, *, json: Any) -> str:
+        result = self._result(method, template, json=json)
+        return _required_str(result, "id", method, template)
+
+    def _paginate(
+        self,
+        template: str,
+        ids: Mapping[str, str] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield ``result.elements`` page by page, following ``result.nextPage`` as given."""
+        url = self._url(template, ids)
+        while True:
+            envelope = self._request("GET", template, url, params=params)
+            result = _result_of(envelope, "GET", template)
+            yield from result.get("elements") or []
+            next_page = result.get("nextPage")
+            if not next_page:
+                return
+            url = self._checked_next_page(str(next_page), template)
+            params = None
+
+    def _checked_next_page(self, next_page: str, template: str) -> str:
+        """``next_page`` unchanged, if it is on our host (or Qualtrics'): the token goes with it."""
+        url = httpx.URL(next_page)
+        base = self._http.base_url
+        same_origin = (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+        qualtrics = url.scheme == "https" and url.host.endswith(".qualtrics.com")
+        if same_origin or qualtrics:
+            return next_page
+        raise QualtricsError(
+            f"Qualtrics gave a nextPage on another host ({url.host or 'none'}); "
+            "not sending the API token there",
+            method="GET",
+            endpoint=template,
+        )
+
+    # --- transport, retries and errors ---
+
+    def _url(self, template: str, ids: Mapping[str, str] | None) -> str:
+        values = {"directoryId": self.directory_id, **(ids or {})}
+        return template.format(**{name: quote(value, safe="") for name, value in values.items()})
+
+    def _call(
+        self,
+        method: str,
+        template: str,
+        ids: Mapping[str, str] | None = None,
+        *,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        return self._request(method, template, self._url(template, ids), json=json)
+
+    def _request(
+        self,
+        method: str,
+        template: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One logical call: attempts, backoff and the typed error when it is over."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._send(
+                    method, template, url, json=json, params=params, attempt=attempt
+                )
+            except httpx.TransportError as exc:
+                delay = self._delay_after_transport_error(method, template, exc, attempt)
+            else:
+                body = _json_body(response)
+                if response.is_success:
+                    return self._success_body(response, body, method, template)
+                delay = self._delay_after_error_status(method, template, response, body, attempt)
+            logger.debug("%s %s: retrying in %.2fs", method, template, delay)
+            self._clock.sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        template: str,
+        url: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        attempt: int,
+    ) -> httpx.Response:
+        with self._throttle.slot():
+            with self._calls_lock:
+                self.calls[f"{method} {template}"] += 1
+            try:
+                response = self._http.request(method, url, json=json, params=params)
+            except httpx.TransportError as exc:
+                logger.debug(
+                    "%s %s → %s (attempt %d)", method, template, type(exc).__name__, attempt
+                )
+                raise
+        logger.debug("%s %s → %d (attempt %d)", method, template, response.status_code, attempt)
+        return response
+
+    def _success_body(
+        self, response: httpx.Response, body: Any, method: str, template: str
+    ) -> dict[str, Any]:
+        if isinstance(body, dict):
+            return body
+        if not response.content:
+            return {}
+        raise QualtricsError(
+            "Qualtrics answered with something other than a JSON envelope",
+            status_code=response.status_code,
+            method=method,
+            endpoint=template,
+        )
+
+    def _delay_after_transport_error(
+        self, method: str, template: str, exc: httpx.TransportError, attempt: int
+    ) -> float:
+        """Seconds to wait before retrying, or raise the typed error."""
+        if method not in IDEMPOTENT_METHODS and not was_not_sent(exc):
+            raise OutcomeUnknown(
+                f"{method} got no answer ({type(exc).__name__}) and may have taken effect: "
+                "look up what it would have created before trying again",
+                method=method,
+                endpoint=template,
+            ) from exc
+        if attempt > self.retry_policy.max_retries:
+            error_type = (
+                QualtricsTimeout
+                if isinstance(exc, httpx.TimeoutException)
+                else QualtricsUnreachable
+            )
+            raise error_type(
+                f"{(error_type.__doc__ or '').strip()} ({type(exc).__name__}, "
+                f"{attempt} attempt(s))",
+                method=method,
+                endpoint=template,
+            ) from exc
+        return self.retry_policy.backoff(attempt - 1, self._rng)
+
+    def _delay_after_error_status(
+        self, method: str, template: str, response: httpx.Response, body: Any, attempt: int
+    ) -> float:
+        """Seconds to wait before retrying, or raise the typed error."""
+        status = response.status_code
+        if method not in IDEMPOTENT_METHODS and status >= 500:
+            raise self._status_error(
+                OutcomeUnknown,
+                response,
+                body,
+                method,
+                template,
+                message=f"{method} got HTTP {status} and may have taken effect: "
+                "look up what it would have created before trying again",
+            )
+        if not is_retryable_status(status) or attempt > self.retry_policy.max_retries:
+            raise self._status_error(_error_type(status), response, body, method, template)
+        wait = retry_after(response, body, self._clock.now())
+        if wait is None:
+            return self.retry_policy.backoff(attempt - 1, self._rng)
+        if wait > self.retry_policy.max_retry_after:
+            raise self._status_error(
+                _error_type(status),
+                response,
+                body,
+                method,
+                template,
+                message=f"Qualtrics asked us to wait {wait:g}s before retrying, longer than "
+                f"the {self.retry_policy.max_retry_after:g}s we wait: try again later",
+            )
+        return wait
+
+    def _status_error(
+        self,
+        error_type: type[QualtricsError],
+        response: httpx.Response,
+        body: Any,
+        method: str,
+        template: str,
+        *,
+        message: str | None = None,
+    ) -> QualtricsError:
+        meta = _object(body, "meta")
+        error = _object(meta, "error")
+        return error_type(
+            message,
+            status_code=response.status_code,
+            error_code=self._redacted(error.get("errorCode")),
+            error_message=self._redacted(error.get("errorMessage")),
+            request_id=self._redacted(meta.get("requestId")),
+            method=method,
+            endpoint=template,
+        )
+
+    def _redacted(self, value: Any) -> str | None:
+        """``value`` as text with the token blanked out, in case Qualtrics ever echoes it."""
+        if value is None:
+            return None
+        return str(value).replace(self._token, "[token]") if self._token else str(value)
+
+
+def _error_type(status: int) -> type[QualtricsError]:
+    if status in (401, 403):
+        return AuthError
+    if status == 404:
+        return NotFound
+    if status == 429:
+        return RateLimited
+    if status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return BadRequest
+    return QualtricsError
+
+
+def _json_body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _object(parent: Any, key: str) -> dict[str, Any]:
+    """``parent[key]`` when both are JSON objects, else an empty one."""
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _result_of(envelope: dict[str, Any], method: str, template: str) -> dict[str, Any]:
+    result = envelope.get("result")
+    if not isinstance(result, dict):
+        raise QualtricsError(
+            "Qualtrics answered without the expected result object",
+            method=method,
+            endpoint=template,
+        )
+    return result
+
+
+def _required_str(result: Mapping[str, Any], key: str, method: str, template: str) -> str:
+    value = result.get(key)
+    if not isinstance(value, str) or not value:
+        raise QualtricsError(
+            f"Qualtrics answered without result.{key}", method=method, endpoint=template
+        )
+    return value
+
+
+def _unprocessed(result: Mapping[str, Any]) -> list[int]:
+    contacts = result.get("contacts")
+    indexes = contacts.get("unprocessed") if isinstance(contacts, dict) else None
+    return [int(index) for index in indexes or []]

@@ -1,0 +1,69 @@
+"""Client-side throttling: a token bucket for the rate, a semaphore for requests in flight.
+
+One ``Throttle`` is shared by every thread using a ``QualtricsClient``, so the limits hold for the
+client as a whole, not per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from linkpool.clock import Clock
+
+
+class TokenBucket:
+    """At most ``requests_per_minute`` requests a minute, on the injected clock.
+
+    The bucket holds up to one minute's budget and refills continuously at
+    ``requests_per_minute / 60`` tokens a second. A caller that finds it empty reserves the next
+    token (the balance goes negative) and sleeps until that token is due, outside the lock, so
+    waiting threads queue up fairly instead of racing for each refill.
+    """
+
+    def __init__(self, requests_per_minute: int, clock: Clock) -> None:
+        if requests_per_minute < 1:
+            raise ValueError("requests_per_minute must be at least 1")
+        self.capacity = float(requests_per_minute)
+        self.rate = requests_per_minute / 60.0
+        self._clock = clock
+        self._tokens = self.capacity
+        self._updated = clock.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Take one token, sleeping on the clock until it is due."""
+        wait = self._reserve()
+        if wait > 0:
+            self._clock.sleep(wait)
+
+    def _reserve(self) -> float:
+        with self._lock:
+            now = self._clock.monotonic()
+            refill = (now - self._updated) * self.rate
+            self._tokens = min(self.capacity, self._tokens + refill)
+            self._updated = now
+            self._tokens -= 1
+            return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+
+class Throttle:
+    """The rate limit and the cap on concurrent requests, together."""
+
+    def __init__(self, *, requests_per_minute: int, max_concurrency: int, clock: Clock) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.bucket = TokenBucket(requests_per_minute, clock)
+        self.max_concurrency = max_concurrency
+        self._in_flight = threading.BoundedSemaphore(max_concurrency)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of ``max_concurrency`` slots and one rate token for a single HTTP attempt.
+
+        The slot is taken first so the request goes out as soon as its token is due.
+        """
+        with self._in_flight:
+            self.bucket.acquire()
+            yield
