@@ -63,7 +63,9 @@ def canonical_json(data: Mapping[str, Any] | None) -> str | None:
     if not isinstance(data, Mapping):
         raise InvalidClaim(f"data must be a JSON object (a dict), not {type(data).__name__}")
     try:
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(
+            data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise InvalidClaim(f"data is not JSON-serialisable: {exc}") from None
     if len(text.encode("utf-8")) > MAX_DATA_BYTES:
