@@ -1,0 +1,28 @@
+"""An in-memory Qualtrics for tests, the demo and benchmarks: strict like the real API.
+
+Mount it in-process (``Simulator().transport()``) or serve it over HTTP (``serve``,
+``run_server``; ``linkpool simulator`` on the command line). See docs/simulator.md.
+"""
+
+from linkpool.qualtrics.simulator.app import LinkCheck, Simulator
+from linkpool.qualtrics.simulator.faults import Faults
+from linkpool.qualtrics.simulator.server import (
+    config_block,
+    run_server,
+    running,
+    serve,
+    start_server,
+)
+from linkpool.qualtrics.simulator.state import SurveyResponse
+
+__all__ = [
+    "Faults",
+    "LinkCheck",
+    "Simulator",
+    "SurveyResponse",
+    "config_block",
+    "run_server",
+    "running",
+    "serve",
+    "start_server",
+]

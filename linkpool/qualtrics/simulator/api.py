@@ -1,0 +1,439 @@
+"""The endpoints: one handler per call linkpool makes, as strict as the real API.
+
+``ApiHandlers`` is mixed into ``Simulator``, which provides the brand, the clock, the faults
+and the lock (held around every handler).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from linkpool.clock import Clock
+from linkpool.qualtrics.simulator.faults import Faults
+from linkpool.qualtrics.simulator.http import (
+    JsonObject,
+    Request,
+    Response,
+    Route,
+    bad_request,
+    not_found,
+    page_size,
+    paginate,
+    reject_nulls,
+    reject_unknown_keys,
+    require_keys,
+    require_string,
+    success,
+)
+from linkpool.qualtrics.simulator.state import (
+    CONTACT_FIELDS,
+    Brand,
+    Contact,
+    Distribution,
+    ImportJob,
+    Link,
+    MailingList,
+    timestamp,
+)
+
+MAX_IMPORT_CONTACTS = 10_000
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+MAX_MAILING_LISTS = 10_000
+CONTACTS_MAX_PAGE_SIZE = 50
+LISTS_MAX_PAGE_SIZE = 100
+DISTRIBUTIONS_MAX_PAGE_SIZE = 100
+DISTRIBUTION_KEYS = (
+    "surveyId",
+    "linkType",
+    "description",
+    "action",
+    "expirationDate",
+    "mailingListId",
+)
+_STRING_FIELDS = ("firstName", "lastName", "email", "phone", "extRef", "language")
+
+D = "/directories/{directoryId}"
+ML = D + "/mailinglists/{mailingListId}"
+
+
+class ApiHandlers:
+    brand: Brand
+    clock: Clock
+    faults: Faults
+    fault_random: random.Random
+    links_page_size: int
+    import_polls: int
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/whoami", self.whoami),
+            Route("POST", D + "/mailinglists", self.create_mailing_list),
+            Route("GET", D + "/mailinglists", self.list_mailing_lists),
+            Route("GET", ML, self.get_mailing_list),
+            Route("DELETE", ML, self.delete_mailing_list),
+            Route("GET", ML + "/contacts", self.list_contacts),
+            Route("GET", ML + "/contacts/{contactId}", self.get_contact),
+            Route("PUT", ML + "/contacts/{contactId}", self.update_contact),
+            Route("DELETE", ML + "/contacts/{contactId}", self.remove_contact),
+            Route("DELETE", D + "/contacts/{contactId}", self.delete_directory_contact),
+            Route("POST", ML + "/transactioncontacts", self.start_import),
+            Route("GET", ML + "/transactioncontacts/{importId}", self.get_import),
+            Route("POST", "/distributions", self.create_distribution),
+            Route("GET", "/distributions", self.list_distributions),
+            Route("GET", "/distributions/{distributionId}", self.get_distribution),
+            Route("DELETE", "/distributions/{distributionId}", self.delete_distribution),
+            Route("GET", "/distributions/{distributionId}/links", self.list_links),
+        ]
+
+    def ok(self, result: JsonObject | None = None, status: int = 200) -> Response:
+        return success(result, self.brand.request_id(), status)
+
+    # --- lookups that answer 404 ------------------------------------------------------------
+
+    def directory(self, request: Request) -> None:
+        if request.params["directoryId"] != self.brand.directory_id:
+            raise not_found(f"Directory not found: {request.params['directoryId']}")
+
+    def mailing_list(self, request: Request) -> MailingList:
+        self.directory(request)
+        mailing_list = self.brand.live_list(request.params["mailingListId"])
+        if mailing_list is None:
+            raise not_found(f"Mailing list not found: {request.params['mailingListId']}")
+        return mailing_list
+
+    def member(self, request: Request) -> tuple[MailingList, Contact]:
+        mailing_list = self.mailing_list(request)
+        contact_id = request.params["contactId"]
+        contact = self.brand.live_contact(contact_id)
+        if contact is None or contact_id not in mailing_list.members:
+            raise not_found(f"Contact not found in this mailing list: {contact_id}")
+        return mailing_list, contact
+
+    def distribution(self, request: Request) -> Distribution:
+        distribution = self.brand.distributions.get(request.params["distributionId"])
+        if distribution is None or distribution.deleted:
+            raise not_found(f"Distribution not found: {request.params['distributionId']}")
+        return distribution
+
+    # --- whoami -----------------------------------------------------------------------------
+
+    def whoami(self, request: Request) -> Response:
+        return self.ok(
+            {
+                "brandId": "linkpool-sim",
+                "userId": self.brand.user_id,
+                "userName": "simulator#linkpool-sim",
+                "accountType": "UT_BRANDADMIN",
+                "firstName": "Simulated",
+                "lastName": "User",
+                "email": "simulator@example.invalid",
+                "datacenter": self.brand.datacenter,
+            }
+        )
+
+    # --- mailing lists ----------------------------------------------------------------------
+
+    def create_mailing_list(self, request: Request) -> Response:
+        self.directory(request)
+        body = request.json_object()
+        reject_unknown_keys(body, ("name", "ownerId", "prioritizeListMetadata"))
+        reject_nulls(body)
+        require_keys(body, ("name",))
+        name = require_string(body, "name")
+        live = sum(not mailing_list.deleted for mailing_list in self.brand.mailing_lists.values())
+        if live >= MAX_MAILING_LISTS:
+            raise bad_request(f"A directory holds at most {MAX_MAILING_LISTS} mailing lists.")
+        now = self.clock.now()
+        owner_id = body.get("ownerId", self.brand.user_id)
+        mailing_list = MailingList(self.brand.new_id("CG_"), name, owner_id, now, now)
+        self.brand.mailing_lists[mailing_list.id] = mailing_list
+        return self.ok({"id": mailing_list.id})
+
+    def list_mailing_lists(self, request: Request) -> Response:
+        self.directory(request)
+        size = page_size(request, default=LISTS_MAX_PAGE_SIZE, maximum=LISTS_MAX_PAGE_SIZE)
+        include_count = request.query.get("includeCount", "false").lower() == "true"
+        elements = [
+            mailing_list.as_element(include_count=include_count)
+            for mailing_list in self.brand.mailing_lists.values()
+            if not mailing_list.deleted
+        ]
+        return self.ok(paginate(request, elements, size, keep=("includeCount",)))
+
+    def get_mailing_list(self, request: Request) -> Response:
+        return self.ok(self.mailing_list(request).as_element())
+
+    def delete_mailing_list(self, request: Request) -> Response:
+        self.mailing_list(request).deleted = True
+        return self.ok()
+
+    # --- contacts in a list -----------------------------------------------------------------
+
+    def list_contacts(self, request: Request) -> Response:
+        mailing_list = self.mailing_list(request)
+        size = page_size(request, default=CONTACTS_MAX_PAGE_SIZE, maximum=CONTACTS_MAX_PAGE_SIZE)
+        elements = [
+            self.member_element(mailing_list, self.brand.contacts[contact_id])
+            for contact_id in mailing_list.members
+        ]
+        return self.ok(paginate(request, elements, size))
+
+    def member_element(self, mailing_list: MailingList, contact: Contact) -> JsonObject:
+        return {
+            **contact.as_element(),
+            "contactLookupId": mailing_list.members[contact.id],
+            "mailingListUnsubscribed": False,
+        }
+
+    def get_contact(self, request: Request) -> Response:
+        return self.ok(self.member_element(*self.member(request)))
+
+    def update_contact(self, request: Request) -> Response:
+        mailing_list, contact = self.member(request)
+        body = request.json_object()
+        reject_unknown_keys(body, CONTACT_FIELDS)
+        reject_nulls(body)
+        problem = contact_problem(body)
+        if problem:
+            raise bad_request(problem)
+        ext_ref = body.get("extRef")
+        if ext_ref and ext_ref != contact.ext_ref:
+            if ext_ref in self.brand.contacts_by_ext_ref:
+                raise bad_request(f"Another contact already has extRef {ext_ref!r}.")
+            self.brand.contacts_by_ext_ref.pop(contact.ext_ref or "", None)
+            self.brand.contacts_by_ext_ref[ext_ref] = contact.id
+        contact.update(body)
+        mailing_list.modified = self.clock.now()
+        return self.ok()
+
+    def remove_contact(self, request: Request) -> Response:
+        mailing_list, contact = self.member(request)
+        del mailing_list.members[contact.id]
+        mailing_list.modified = self.clock.now()
+        return self.ok()
+
+    def delete_directory_contact(self, request: Request) -> Response:
+        self.directory(request)
+        contact = self.brand.live_contact(request.params["contactId"])
+        if contact is None:
+            raise not_found(f"Contact not found: {request.params['contactId']}")
+        self.brand.delete_contact(contact)
+        return self.ok()
+
+    # --- bulk import ------------------------------------------------------------------------
+
+    def start_import(self, request: Request) -> Response:
+        mailing_list = self.mailing_list(request)
+        if len(request.body) > MAX_IMPORT_BYTES:
+            raise bad_request(
+                f"Request body too large: an import is at most {MAX_IMPORT_BYTES} bytes."
+            )
+        body = request.json_object()
+        reject_unknown_keys(body, ("contacts", "transactionMeta"))
+        require_keys(body, ("contacts",))
+        contacts = body["contacts"]
+        if not isinstance(contacts, list) or not contacts:
+            raise bad_request("Invalid value for contacts: expected a non-empty array.")
+        if len(contacts) > MAX_IMPORT_CONTACTS:
+            raise bad_request(
+                f"Too many contacts: an import is at most {MAX_IMPORT_CONTACTS} contacts."
+            )
+        reject_nulls(body)
+        for index, contact in enumerate(contacts):
+            if not isinstance(contact, dict):
+                raise bad_request(f"Invalid value for contacts[{index}]: expected an object.")
+            reject_unknown_keys(contact, CONTACT_FIELDS, where=f"contacts[{index}].")
+        unprocessed = [index for index, c in enumerate(contacts) if contact_problem(c)]
+        refused = set(unprocessed)
+        accepted = [c for index, c in enumerate(contacts) if index not in refused]
+        job = ImportJob(self.brand.new_id("PGRS_"), mailing_list.id, accepted, unprocessed)
+        self.brand.imports[job.id] = job
+        tracking = f"{request.root_url}{request.path}/{job.id}"
+        return self.ok(
+            {"id": job.id, "contacts": {"unprocessed": unprocessed}, "tracking": {"url": tracking}},
+            status=202,
+        )
+
+    def get_import(self, request: Request) -> Response:
+        mailing_list = self.mailing_list(request)
+        job = self.brand.imports.get(request.params["importId"])
+        if job is None or job.mailing_list_id != mailing_list.id:
+            raise not_found(f"Import not found: {request.params['importId']}")
+        job.polls += 1
+        if not job.complete and job.polls >= self.import_polls:
+            self.apply_import(job, mailing_list)
+        percent = 100.0 if job.complete else round(100.0 * job.polls / self.import_polls, 1)
+        return self.ok(
+            {
+                "id": job.id,
+                "status": "complete" if job.complete else "inProgress",
+                "percentComplete": percent,
+                "contacts": {
+                    "count": {"added": job.added, "updated": job.updated, "failed": job.failed},
+                    "unprocessed": job.unprocessed,
+                },
+            }
+        )
+
+    def apply_import(self, job: ImportJob, mailing_list: MailingList) -> None:
+        for fields in job.contacts:
+            contact, created = self.brand.upsert_contact(fields)
+            if created:
+                job.added += 1
+            else:
+                job.updated += 1
+            if contact.id not in mailing_list.members:
+                mailing_list.members[contact.id] = self.brand.new_id("CGC_")
+        job.contacts = []
+        job.complete = True
+        mailing_list.modified = self.clock.now()
+
+    # --- distributions ----------------------------------------------------------------------
+
+    def create_distribution(self, request: Request) -> Response:
+        body = request.json_object()
+        reject_unknown_keys(body, DISTRIBUTION_KEYS)
+        reject_nulls(body)
+        require_keys(body, DISTRIBUTION_KEYS)
+        survey_id = require_string(body, "surveyId")
+        if body["linkType"] != "Individual":
+            raise bad_request("Invalid value for linkType: the simulator makes Individual links.")
+        if body["action"] != "CreateDistribution":
+            raise bad_request("Invalid value for action: expected CreateDistribution.")
+        description = require_string(body, "description")
+        expires_at = parse_expiration(body["expirationDate"])
+        now = self.clock.now()
+        if expires_at <= now:
+            raise bad_request("Invalid value for expirationDate: it must be in the future.")
+        if survey_id not in self.brand.surveys:
+            raise not_found(f"Survey not found: {survey_id}")
+        if not self.brand.surveys[survey_id]:
+            raise bad_request(f"Survey {survey_id} is not active.", "GS_5")
+        mailing_list = self.brand.live_list(require_string(body, "mailingListId"))
+        if mailing_list is None:
+            raise not_found(f"Mailing list not found: {body['mailingListId']}")
+        if not mailing_list.members:
+            raise bad_request(f"Mailing list {mailing_list.id} has no contacts.")
+        distribution = Distribution(
+            id=self.brand.new_id("EMD_"),
+            survey_id=survey_id,
+            mailing_list_id=mailing_list.id,
+            description=description,
+            expires_at=expires_at,
+            created=now,
+            owner_id=self.brand.user_id,
+        )
+        for contact_id, lookup_id in mailing_list.members.items():
+            self.add_link(distribution, contact_id, lookup_id)
+        self.brand.distributions[distribution.id] = distribution
+        return self.ok({"id": distribution.id})
+
+    def add_link(self, distribution: Distribution, contact_id: str, lookup_id: str) -> None:
+        rate = self.faults.exceeded_contact_frequency_rate
+        link = Link(
+            url=self.brand.link_url(distribution.survey_id, distribution.id, lookup_id),
+            distribution_id=distribution.id,
+            contact_id=contact_id,
+            lookup_id=lookup_id,
+            transaction_id=self.brand.new_id("CTR_"),
+            exceeded_contact_frequency=rate > 0 and self.fault_random.random() < rate,
+            lag_draw=self.brand.random.random(),
+        )
+        distribution.links.append(link)
+        self.brand.links[link.url] = link
+
+    def list_distributions(self, request: Request) -> Response:
+        survey_id = required_query(request, "surveyId")
+        size = page_size(
+            request, default=DISTRIBUTIONS_MAX_PAGE_SIZE, maximum=DISTRIBUTIONS_MAX_PAGE_SIZE
+        )
+        elements = [
+            distribution.as_element()
+            for distribution in self.brand.distributions.values()
+            if distribution.survey_id == survey_id and not distribution.deleted
+        ]
+        return self.ok(paginate(request, elements, size, keep=("surveyId",)))
+
+    def get_distribution(self, request: Request) -> Response:
+        return self.ok(self.distribution(request).as_element())
+
+    def delete_distribution(self, request: Request) -> Response:
+        self.distribution(request).deleted = True
+        return self.ok()
+
+    def list_links(self, request: Request) -> Response:
+        survey_id = required_query(request, "surveyId")
+        distribution = self.distribution(request)
+        if distribution.survey_id != survey_id:
+            raise not_found(f"Distribution {distribution.id} not found for survey {survey_id}")
+        lagging = self.lagging_fraction(distribution)
+        elements = [
+            self.link_element(distribution, link)
+            for link in distribution.links
+            if link.lag_draw >= lagging
+        ]
+        return self.ok(paginate(request, elements, self.links_page_size, keep=("surveyId",)))
+
+    def lagging_fraction(self, distribution: Distribution) -> float:
+        lag = self.faults.link_lag
+        if lag is None or self.clock.now() >= distribution.created + lag:
+            return 0.0
+        return self.faults.link_lag_fraction
+
+    def link_element(self, distribution: Distribution, link: Link) -> JsonObject:
+        fields = self.brand.contacts[link.contact_id].fields
+        return {
+            "contactId": link.contact_id,
+            "transactionId": link.transaction_id,
+            "link": link.url,
+            "linkExpiration": timestamp(distribution.expires_at),
+            "exceededContactFrequency": link.exceeded_contact_frequency,
+            "status": "Email not sent",
+            "firstName": fields.get("firstName"),
+            "lastName": fields.get("lastName"),
+            "externalDataReference": fields.get("extRef"),
+            "email": fields.get("email"),
+            "unsubscribed": bool(fields.get("unsubscribed", False)),
+        }
+
+
+def required_query(request: Request, name: str) -> str:
+    value = request.query.get(name)
+    if not value:
+        raise bad_request(f"Missing required query parameter: {name}")
+    return value
+
+
+def parse_expiration(value: Any) -> datetime:
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) or ISO 8601 with ``Z``, both seen in the wild."""
+    if isinstance(value, str):
+        for form in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+            try:
+                return datetime.strptime(value, form).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+    raise bad_request(
+        "Invalid value for expirationDate: expected 'YYYY-MM-DD HH:MM:SS' or "
+        "ISO 8601 like '2026-12-31T00:00:00Z'."
+    )
+
+
+def contact_problem(contact: dict[str, Any]) -> str | None:
+    """Why a contact's fields are unacceptable, or ``None``."""
+    for key in _STRING_FIELDS:
+        if key in contact and not isinstance(contact[key], str):
+            return f"Invalid value for {key}: expected a string."
+    email = contact.get("email")
+    if email is not None and "@" not in email:
+        return f"Invalid value for email: {email!r} is not an email address."
+    if "unsubscribed" in contact and not isinstance(contact["unsubscribed"], bool):
+        return "Invalid value for unsubscribed: expected true or false."
+    for key in ("embeddedData", "privateEmbeddedData"):
+        data = contact.get(key, {})
+        if not isinstance(data, dict) or not all(
+            isinstance(item, str | int | float | bool) for item in data.values()
+        ):
+            return f"Invalid value for {key}: expected an object of strings or numbers."
+    return None

@@ -1,0 +1,288 @@
+"""``Simulator``: an in-memory Qualtrics brand as a WSGI application."""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from linkpool.clock import Clock, SystemClock
+from linkpool.qualtrics.simulator.api import ApiHandlers
+from linkpool.qualtrics.simulator.faults import Faults, TokenBucket
+from linkpool.qualtrics.simulator.http import (
+    API_PREFIX,
+    ApiError,
+    Request,
+    Response,
+    failure,
+    find_route,
+    not_found,
+)
+from linkpool.qualtrics.simulator.state import Brand, Distribution, MailingList, SurveyResponse
+
+if TYPE_CHECKING:
+    from linkpool.qualtrics.client import QualtricsClient
+
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class LinkCheck:
+    """What a respondent sees on opening a link: ``ok``, or why not (``reason``)."""
+
+    ok: bool
+    reason: str
+
+
+class Simulator(ApiHandlers):
+    """An in-memory Qualtrics: one brand, one XM directory, the endpoints linkpool calls.
+
+    Call it as a WSGI app, mount it with ``transport()``, or serve it over HTTP with
+    ``linkpool.qualtrics.simulator.serve``. Time comes from ``clock``; ids, link lag and faults
+    from a ``random.Random`` seeded with ``seed``. Thread-safe: one lock guards all state.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "sim-token",
+        directory_id: str = "POOL_SimDirectory01",
+        surveys: Iterable[str] = ("SV_SimSurvey0001",),
+        clock: Clock | None = None,
+        datacenter: str = "sim1",
+        links_page_size: int = 100,
+        seed: int = 0,
+    ) -> None:
+        self.token = token
+        self.directory_id = directory_id
+        self.datacenter = datacenter
+        self.clock: Clock = clock or SystemClock()
+        self.base_url = f"http://{datacenter}.qualtrics.localhost{API_PREFIX}"
+        self.links_page_size = links_page_size
+        self.import_polls = 3
+        """How many status polls an import takes to reach 100 percent."""
+        self.faults = Faults()
+        self.fault_random = random.Random(f"faults:{seed}")
+        self.brand = Brand(directory_id=directory_id, datacenter=datacenter, seed=seed)
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._routes = self.routes()
+        self._bucket: TokenBucket | None = None
+        self._lock = threading.RLock()
+        for survey_id in surveys:
+            self.add_survey(survey_id)
+
+    # --- WSGI -------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        latency = self.faults.latency
+        if latency > 0:
+            time.sleep(latency)
+        request = Request.from_environ(environ)
+        with self._lock:
+            response = self.handle(request)
+        status, headers, payload = response.render()
+        start_response(status, headers)
+        return [payload]
+
+    def handle(self, request: Request) -> Response:
+        try:
+            if not request.path.startswith(API_PREFIX + "/"):
+                raise not_found("The requested resource does not exist.", "RP_0.4")
+            request.path = request.path[len(API_PREFIX) :]
+            route, request.params = find_route(self._routes, request.method, request.path)
+            self.calls[route.key] += 1
+            self.inject_faults()
+            self.authenticate(request)
+            response = route.handler(request)
+        except ApiError as error:
+            return failure(error, self.brand.request_id())
+        if request.method == "POST" and self.draw(self.faults.lost_response_rate):
+            return failure(
+                ApiError(504, "Gateway timeout.", "GATEWAY_TIMEOUT"), response_id(response)
+            )
+        return response
+
+    def authenticate(self, request: Request) -> None:
+        token = request.headers.get("x-api-token")
+        if token is None:
+            raise ApiError(400, "Expected authorization in headers, but none provided.", "ATP_2")
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise ApiError(401, "Unrecognized X-API-TOKEN.", "AUTH_1.1")
+
+    def inject_faults(self) -> None:
+        limit = self.faults.rate_limit_per_minute
+        if limit is None:
+            self._bucket = None
+        else:
+            if self._bucket is None or self._bucket.per_minute != limit:
+                self._bucket = TokenBucket(limit, self.clock.monotonic())
+            wait = self._bucket.take(self.clock.monotonic())
+            if wait:
+                raise ApiError(
+                    429,
+                    "Too many requests: the rate limit was exceeded.",
+                    "TOO_MANY_REQUESTS",
+                    headers={"Retry-After": str(wait)},
+                    extra={"retryAfter": wait},
+                )
+        if self.draw(self.faults.error_rate):
+            status = self.fault_random.choice((500, 503))
+            raise ApiError(status, "The service failed; try again later.", f"SERVER_{status}")
+
+    def draw(self, rate: float) -> bool:
+        """A seeded coin toss that comes up ``True`` with probability ``rate``."""
+        return rate > 0 and self.fault_random.random() < rate
+
+    def transport(self) -> httpx.WSGITransport:
+        return httpx.WSGITransport(app=self)
+
+    def client(self, **kwargs: Any) -> QualtricsClient:
+        """A ``QualtricsClient`` wired to this simulator (transport, token, clock)."""
+        from linkpool.qualtrics.client import QualtricsClient
+
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "token": self.token,
+            "directory_id": self.directory_id,
+            "transport": self.transport(),
+            "clock": self.clock,
+        }
+        options.update(kwargs)
+        return QualtricsClient(**options)
+
+    # --- surveys ----------------------------------------------------------------------------
+
+    def add_survey(self, survey_id: str, *, active: bool = True) -> None:
+        with self._lock:
+            self.brand.surveys[survey_id] = active
+
+    def set_survey_active(self, survey_id: str, active: bool) -> None:
+        with self._lock:
+            if survey_id not in self.brand.surveys:
+                raise KeyError(f"no survey {survey_id!r} in the simulator")
+            self.brand.surveys[survey_id] = active
+
+    # --- the respondent's view --------------------------------------------------------------
+
+    def open_link(self, url: str) -> LinkCheck:
+        """Whether ``url`` opens the survey now. Does not use the link up."""
+        with self._lock:
+            return self._check(url)
+
+    def respond(self, url: str) -> LinkCheck:
+        """Take the survey through ``url``: uses the link up and records a response."""
+        with self._lock:
+            check = self._check(url)
+            if check.ok:
+                link = self.brand.links[url]
+                link.used = True
+                contact = self.brand.contacts[link.contact_id]
+                self.brand.responses.append(
+                    SurveyResponse(
+                        distribution_id=link.distribution_id,
+                        contact_id=link.contact_id,
+                        embedded_data=dict(contact.fields.get("embeddedData", {})),
+                        recorded_at=self.clock.now(),
+                    )
+                )
+            return check
+
+    def _check(self, url: str) -> LinkCheck:
+        link = self.brand.links.get(url)
+        if link is None:
+            return LinkCheck(False, "unknown")
+        distribution = self.brand.distributions[link.distribution_id]
+        if distribution.deleted:
+            return LinkCheck(False, "distribution deleted")
+        if self.brand.mailing_lists[distribution.mailing_list_id].deleted:
+            return LinkCheck(False, "list deleted")
+        if self.brand.contacts[link.contact_id].deleted:
+            return LinkCheck(False, "contact deleted")
+        if self.clock.now() >= distribution.expires_at:
+            return LinkCheck(False, "expired")
+        if link.used:
+            return LinkCheck(False, "already used")
+        if link.exceeded_contact_frequency:
+            return LinkCheck(False, "contact frequency exceeded")
+        return LinkCheck(True, "ok")
+
+    # --- inspection for tests ---------------------------------------------------------------
+
+    def mailing_lists(self) -> dict[str, dict[str, Any]]:
+        """Live mailing lists: id -> name, contacts (directory contact ids), dates."""
+        with self._lock:
+            return {m.id: _list_view(m) for m in self.brand.mailing_lists.values() if not m.deleted}
+
+    def deleted_mailing_lists(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {m.id: _list_view(m) for m in self.brand.mailing_lists.values() if m.deleted}
+
+    def distributions(self) -> dict[str, dict[str, Any]]:
+        """Live distributions: id -> surveyId, mailingListId, description, expirationDate…"""
+        with self._lock:
+            return {
+                d.id: _distribution_view(d)
+                for d in self.brand.distributions.values()
+                if not d.deleted
+            }
+
+    def deleted_distributions(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                d.id: _distribution_view(d) for d in self.brand.distributions.values() if d.deleted
+            }
+
+    def links(self, distribution_id: str) -> list[str]:
+        """Every link URL of a distribution (deleted or not), ignoring ``link_lag``."""
+        with self._lock:
+            return [link.url for link in self.brand.distributions[distribution_id].links]
+
+    def contact(self, contact_id: str) -> dict[str, Any]:
+        """A directory contact: its fields, ``embeddedData`` and whether it was deleted."""
+        with self._lock:
+            contact = self.brand.contacts[contact_id]
+            return {
+                "id": contact.id,
+                **contact.fields,
+                "embeddedData": dict(contact.fields.get("embeddedData", {})),
+                "deleted": contact.deleted,
+            }
+
+    def responses(self) -> list[SurveyResponse]:
+        """Survey responses taken through ``respond``, each with its embedded-data snapshot."""
+        with self._lock:
+            return list(self.brand.responses)
+
+
+def response_id(response: Response) -> str:
+    return str(response.body["meta"]["requestId"])
+
+
+def _list_view(mailing_list: MailingList) -> dict[str, Any]:
+    return {
+        "id": mailing_list.id,
+        "name": mailing_list.name,
+        "contacts": list(mailing_list.members),
+        "lookupIds": dict(mailing_list.members),
+        "creationDate": mailing_list.created,
+        "lastModifiedDate": mailing_list.modified,
+    }
+
+
+def _distribution_view(distribution: Distribution) -> dict[str, Any]:
+    return {
+        "id": distribution.id,
+        "surveyId": distribution.survey_id,
+        "mailingListId": distribution.mailing_list_id,
+        "description": distribution.description,
+        "expirationDate": distribution.expires_at,
+        "createdDate": distribution.created,
+        "links": len(distribution.links),
+    }

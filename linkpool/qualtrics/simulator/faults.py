@@ -1,0 +1,76 @@
+"""Fault injection: the ways the real Qualtrics misbehaves, each switchable at runtime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass
+class Faults:
+    """What the simulator does wrong. All off by default; change any field at any time.
+
+    Every random decision is drawn from the simulator's seeded ``random.Random``, so a run
+    with the same seed and the same requests makes the same decisions.
+    """
+
+    rate_limit_per_minute: int | None = None
+    """A token bucket of this many requests per minute (burst: one minute's worth); beyond it
+    answer 429 with ``Retry-After`` (seconds) and ``meta.error.retryAfter``."""
+
+    error_rate: float = 0.0
+    """Fraction of requests answered 500 or 503 before anything is done."""
+
+    lost_response_rate: float = 0.0
+    """Fraction of POSTs that take effect but answer 504, as if the answer was lost."""
+
+    link_lag: timedelta | None = None
+    """For this long after a distribution is created, its links listing omits some links."""
+
+    link_lag_fraction: float = 0.0
+    """The fraction of links omitted during ``link_lag`` (the same links on every read)."""
+
+    latency: float = 0.0
+    """Seconds of real ``time.sleep`` added to every request (for benchmarks, not tests)."""
+
+    exceeded_contact_frequency_rate: float = 0.0
+    """Fraction of new links marked ``exceededContactFrequency: true`` (they do not open)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "error_rate",
+            "lost_response_rate",
+            "link_lag_fraction",
+            "exceeded_contact_frequency_rate",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Faults.{name} must be between 0 and 1, not {value!r}")
+        if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
+            raise ValueError("Faults.rate_limit_per_minute must be at least 1, or None")
+        if self.latency < 0:
+            raise ValueError("Faults.latency must not be negative")
+
+
+class TokenBucket:
+    """``per_minute`` requests a minute on a monotonic clock, with a burst of one minute's worth.
+
+    Not thread-safe by itself: the simulator calls it under its lock.
+    """
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self.per_minute = per_minute
+        self._tokens = float(per_minute)
+        self._updated = now
+
+    def take(self, now: float) -> int:
+        """Take one token. Returns 0 if granted, else the whole seconds until one is due."""
+        rate = self.per_minute / 60.0
+        elapsed = max(now - self._updated, 0.0)
+        self._tokens = min(float(self.per_minute), self._tokens + elapsed * rate)
+        self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0
+        return max(1, math.ceil((1.0 - self._tokens) / rate))
