@@ -231,16 +231,16 @@ def test_an_unknown_pool_lists_the_configured_pools(lp: LinkPool) -> None:
 
 
 @pytest.fixture
-def statements(lp: LinkPool) -> Iterator[list[str]]:
-    """Every SQL statement the pool's engine runs from now on."""
-    seen: list[str] = []
+def checkouts(lp: LinkPool) -> Iterator[list[object]]:
+    """Every connection the pool's engine hands out from now on, whatever runs on it."""
+    seen: list[object] = []
 
-    def record(_conn, _cursor, statement, *_args) -> None:
-        seen.append(statement)
+    def record(dbapi_connection, _record, _proxy) -> None:
+        seen.append(dbapi_connection)
 
-    sa.event.listen(lp.engine, "before_cursor_execute", record)
+    sa.event.listen(lp.engine, "checkout", record)
     yield seen
-    sa.event.remove(lp.engine, "before_cursor_execute", record)
+    sa.event.remove(lp.engine, "checkout", record)
 
 
 @pytest.mark.parametrize(
@@ -261,17 +261,17 @@ def statements(lp: LinkPool) -> Iterator[list[str]]:
     ],
 )
 def test_invalid_arguments_fail_before_touching_the_database(
-    lp: LinkPool, stock, statements: list[str], arguments: dict
+    lp: LinkPool, stock, checkouts: list[object], arguments: dict
 ) -> None:
     stock(2, days=30)
     before = lp.counts("nps")
-    statements.clear()
+    checkouts.clear()
 
     with pytest.raises(InvalidClaim) as excinfo:
         lp.claim("nps", **arguments)
 
     assert isinstance(excinfo.value, ValueError)
-    assert statements == []
+    assert checkouts == []
     assert lp.counts("nps") == before
 
 
