@@ -470,6 +470,58 @@ class Store:
         with self.write() as connection:
             return int(connection.execute(statement).rowcount)
 
+    # --- provisioning (refill) ---------------------------------------------------------------
+
+    def advance_list(
+        self, list_id: int, *, expected_state: str, now: datetime, **values: Any
+    ) -> bool:
+        """Update a list only if it is still in ``expected_state``; False when it moved (a gc
+        reaping a stuck list took it, say), so that two jobs never drive one list."""
+        statement = (
+            sa.update(lists)
+            .where(lists.c.id == list_id, lists.c.state == expected_state)
+            .values(updated_at=now, **values)
+        )
+        with self.write() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def finish_list(
+        self,
+        list_id: int,
+        pool: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        now: datetime,
+        shortfall: int,
+    ) -> bool:
+        """Store a distributed list's links as available and mark it ready, in one transaction.
+
+        A list's links become claimable only once it is complete, so abandoning (deleting) an
+        unfinished list can never break a link that was handed out. False, storing nothing,
+        when the list is no longer ``distributed``.
+        """
+        with self.write() as connection:
+            moved = connection.execute(
+                sa.update(lists)
+                .where(lists.c.id == list_id, lists.c.state == ListState.DISTRIBUTED)
+                .values(
+                    state=ListState.READY,
+                    links_stored=len(rows),
+                    shortfall=shortfall,
+                    last_error=None,
+                    updated_at=now,
+                )
+            )
+            if moved.rowcount != 1:
+                return False
+            if rows:
+                values = [
+                    dict(row, list_id=list_id, pool=pool, status=LinkStatus.AVAILABLE)
+                    for row in rows
+                ]
+                connection.execute(sa.insert(links), values)
+        return True
+
 
 class _Refused(Exception):
     """Rolls back ``begin_reaping``'s transaction."""
