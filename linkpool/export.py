@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from linkpool.errors import LinkPoolError
 from linkpool.store import Store
 
 COLUMNS = (
@@ -74,9 +75,12 @@ def write_claims(store: Store, pool: str, stream: TextIO, fmt: str = "csv") -> i
 def export_to_file(store: Store, pool: str, path: Path, fmt: str = "csv") -> int:
     """Export into ``path`` atomically: a failure leaves no half-written file behind."""
     directory = path.resolve().parent
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=directory, prefix=f".{path.name}.", delete=False, newline="", encoding="utf-8"
-    )
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            "w", dir=directory, prefix=f".{path.name}.", delete=False, newline="", encoding="utf-8"
+        )
+    except OSError as exc:
+        raise LinkPoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with handle:
             count = write_claims(store, pool, handle, fmt)

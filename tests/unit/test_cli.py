@@ -402,3 +402,22 @@ def test_export_unknown_pool_exits_2(run) -> None:
     line = assert_clean_failure(run("export", "nope"), 2)
 
     assert "'nope'" in line
+
+
+def test_export_json_to_stdout_matches_the_file(run, claimed: list[dict], tmp_path: Path) -> None:
+    output = tmp_path / "claims.json"
+    run("export", "nps", "--format", "json", "--output", str(output))
+
+    result = run("export", "nps", "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(output.read_text(encoding="utf-8"))
+    assert len(json.loads(result.stdout)) == 2
+
+
+def test_export_into_a_missing_directory_exits_1(run, claimed: list[dict], tmp_path: Path) -> None:
+    output = tmp_path / "no-such-directory" / "claims.csv"
+
+    line = assert_clean_failure(run("export", "nps", "--output", str(output)), 1)
+
+    assert f"cannot write {output}" in line
