@@ -1,0 +1,246 @@
+"""``linkpool sync``: write each claim's recipient and data onto its placeholder contact.
+
+Qualtrics records a snapshot of a contact's embedded data when the respondent takes the survey,
+so data written onto the placeholder after the claim, before the link is opened, reaches the
+response. Every claim leaves its link with ``writeback = 'pending'`` due at once; ``sync`` pushes
+the due ones with ``PUT …/contacts/{contactId}``:
+
+    embeddedData = pool.embedded_data + claim data (values as text) + {recipient_field: recipient}
+
+and, only when ``[sync] contact_fields`` maps them, ``firstName`` / ``lastName`` / ``email``
+from the claim data (off by default: a directory may deduplicate contacts by email).
+
+A failure is retried at the next due time with exponential backoff, up to
+``[sync] max_attempts``; then the write-back is ``failed`` with its error, and ``sync
+--retry-failed`` puts failed ones back in the queue. A refusal that retrying cannot fix (400,
+404, a list gc already deleted) fails at once. The database stays the source of truth either
+way: ``export`` lists every claim with its write-back state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from linkpool.clock import Clock
+from linkpool.config import PoolSettings, Settings, SyncSettings
+from linkpool.errors import AuthError, BadRequest, NotFound, QualtricsError
+from linkpool.lease import Lease
+from linkpool.models import ListState, WriteBack
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.store import Store
+
+logger = logging.getLogger("linkpool.sync")
+
+LEASE_NAME = "sync"
+LEASE_TTL = timedelta(minutes=5)
+BATCH_SIZE = 200
+BACKOFF_BASE = timedelta(seconds=30)
+BACKOFF_CAP = timedelta(hours=1)
+
+_GONE_STATES = (ListState.REAPING, ListState.DISTRIBUTION_DELETED, ListState.DELETED)
+
+
+@dataclass
+class SyncReport:
+    written: int = 0
+    retrying: int = 0  # failed this time; tried again once their backoff has passed
+    failed: int = 0  # given up: attempts spent, or refused for good
+    requeued: int = 0  # failed write-backs made pending again by --retry-failed
+    api_calls: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "retrying": self.retrying,
+            "failed": self.failed,
+            "requeued": self.requeued,
+            "api_calls": dict(sorted(self.api_calls.items())),
+            "errors": list(self.errors),
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one write-back attempt left: the values ``Store.record_writebacks`` stores."""
+
+    link_id: int
+    state: str
+    attempts: int
+    due_at: Any  # datetime | None
+    error: str | None
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "link_id": self.link_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "due_at": self.due_at,
+            "error": self.error,
+        }
+
+
+def sync(
+    settings: Settings,
+    client: QualtricsClient,
+    store: Store,
+    clock: Clock,
+    retry_failed: bool = False,
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> SyncReport:
+    """Push every due write-back once. Raises LeaseHeld when another sync is running, and
+    AuthError (after saving what was done) when Qualtrics refuses the token."""
+    report = SyncReport()
+    before = Counter(client.calls)
+    writer = Writer(client, settings.pools, settings.sync, clock)
+    workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
+    try:
+        with (
+            Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="linkpool-sync") as pool,
+        ):
+            if retry_failed:
+                report.requeued = store.requeue_failed_writebacks(now=clock.now())
+            attempted: set[int] = set()
+            while True:
+                due = store.due_writebacks(now=clock.now(), limit=batch_size)
+                batch = [row for row in due if row["id"] not in attempted]
+                if not batch:
+                    break
+                attempted.update(row["id"] for row in batch)
+                results = list(pool.map(writer.attempt, batch))
+                _save(store, report, results)
+                lease.renew()
+    finally:
+        report.api_calls = Counter(client.calls) - before
+    return report
+
+
+def write_back_claim(
+    client: QualtricsClient,
+    store: Store,
+    pools: Mapping[str, PoolSettings],
+    sync_settings: SyncSettings,
+    clock: Clock,
+    link_id: int,
+) -> bool:
+    """Write one claim back now (``LinkPool.claim(..., sync=True)``); True once it is done.
+
+    Never raises for Qualtrics being down: the write-back then stays pending for ``sync``.
+    """
+    row = store.writeback_of(link_id)
+    if row is None or row["writeback"] != WriteBack.PENDING:
+        return row is not None and row["writeback"] == WriteBack.DONE
+    result = Writer(client, pools, sync_settings, clock).attempt(row)
+    if isinstance(result, AuthError):
+        logger.warning("write-back of link %s left pending: %s", link_id, result)
+        return False
+    store.record_writebacks([result.as_row()])
+    return result.state == WriteBack.DONE
+
+
+def _save(store: Store, report: SyncReport, results: Sequence[Outcome | AuthError]) -> None:
+    """Record a batch's outcomes in one transaction; then stop on a refused token."""
+    outcomes = [result for result in results if isinstance(result, Outcome)]
+    store.record_writebacks([outcome.as_row() for outcome in outcomes])
+    for outcome in outcomes:
+        if outcome.state == WriteBack.DONE:
+            report.written += 1
+        elif outcome.state == WriteBack.FAILED:
+            report.failed += 1
+            report.errors.append(f"link {outcome.link_id}: {outcome.error}")
+        else:
+            report.retrying += 1
+    refused = next((result for result in results if isinstance(result, AuthError)), None)
+    if refused is not None:
+        raise refused
+
+
+class Writer:
+    """Attempts write-backs and decides what each attempt leaves behind. Thread-safe."""
+
+    def __init__(
+        self,
+        client: QualtricsClient,
+        pools: Mapping[str, PoolSettings],
+        settings: SyncSettings,
+        clock: Clock,
+    ) -> None:
+        self.client = client
+        self.pools = pools
+        self.settings = settings
+        self.clock = clock
+
+    def attempt(self, row: RowMapping) -> Outcome | AuthError:
+        """One PUT for one link. An AuthError is returned, not counted as an attempt: every
+        write-back would fail alike, so the run stops and nothing burns its budget."""
+        attempts = row["writeback_attempts"] + 1
+        if row["list_state"] in _GONE_STATES or row["mailing_list_id"] is None:
+            return self.failed(
+                row,
+                attempts,
+                f"its list {row['mailing_list_id'] or '(never created)'} was deleted by gc "
+                "before the write-back ran; the data stays in the ledger (see export)",
+            )
+        try:
+            self.client.update_contact(
+                row["mailing_list_id"], row["contact_id"], self.contact_fields(row)
+            )
+        except AuthError as exc:
+            return exc
+        except (BadRequest, NotFound) as exc:
+            return self.failed(row, attempts, f"Qualtrics refused it: {exc}")
+        except QualtricsError as exc:
+            return self.retry_later(row, attempts, str(exc))
+        return Outcome(row["id"], WriteBack.DONE, attempts, None, None)
+
+    def contact_fields(self, row: RowMapping) -> dict[str, Any]:
+        """The PUT body: embedded data, plus the mapped contact fields if configured."""
+        data = json.loads(row["data"]) if row["data"] else {}
+        pool = self.pools.get(row["pool"])
+        embedded = dict(pool.embedded_data) if pool is not None else {}
+        embedded.update({key: as_text(value) for key, value in data.items() if value is not None})
+        embedded[self.settings.recipient_field] = row["recipient"]
+        fields: dict[str, Any] = {"embeddedData": embedded}
+        for qualtrics_field, key in self.settings.contact_fields.items():
+            if data.get(key) is not None:
+                fields[qualtrics_field] = as_text(data[key])
+        return fields
+
+    def retry_later(self, row: RowMapping, attempts: int, error: str) -> Outcome:
+        if attempts >= self.settings.max_attempts:
+            return self.failed(row, attempts, f"gave up after {attempts} attempt(s): {error}")
+        due_at = self.clock.now() + backoff(attempts)
+        logger.info(
+            "write-back of link %s failed (attempt %d), retry at %s", row["id"], attempts, due_at
+        )
+        return Outcome(row["id"], WriteBack.PENDING, attempts, due_at, error)
+
+    def failed(self, row: RowMapping, attempts: int, error: str) -> Outcome:
+        logger.warning("write-back of link %s failed: %s", row["id"], error)
+        return Outcome(row["id"], WriteBack.FAILED, attempts, None, error)
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failure: 30 s, 1 min, 2 min, … at most an hour."""
+    return min(BACKOFF_BASE * 2 ** (attempts - 1), BACKOFF_CAP)
+
+
+def as_text(value: Any) -> str:
+    """Embedded data values are text: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+__all__ = ["SyncReport", "Writer", "as_text", "backoff", "sync", "write_back_claim"]
