@@ -585,3 +585,24 @@ def test_the_config_block_is_valid_linkpool_configuration(sim: Simulator) -> Non
     assert settings.qualtrics.directory_id == DIRECTORY
     assert "sim-token" in block
     assert "secret" not in config_block(Simulator(token="secret"))
+
+
+def test_a_served_simulator_is_controlled_over_http(
+    sim: Simulator, http: httpx.Client, clock: ManualClock
+) -> None:
+    _, distribution_id = distribute(http, contacts=1)
+    url = sim.links(distribution_id)[0]
+    control = sim.base_url.removesuffix("/API/v3") + "/_simulator"
+    changed = result(http.put(f"{control}/faults", json={"error_rate": 0.5}))
+    assert changed["error_rate"] == 0.5
+    assert sim.faults.error_rate == 0.5
+    lag = result(http.put(f"{control}/faults", json={"link_lag": 60, "error_rate": 0}))
+    assert lag["link_lag"] == 60.0
+    assert sim.faults.link_lag == timedelta(minutes=1)
+    error(http.put(f"{control}/faults", json={"error_rate": 2}), 400)
+    error(http.put(f"{control}/faults", json={"speed": 1}), 400)
+    opened = result(http.post(f"{control}/open-link", json={"url": url}))
+    assert opened == {"ok": True, "reason": "ok"}
+    assert result(http.post(f"{control}/respond", json={"url": url}))["ok"]
+    assert result(http.post(f"{control}/respond", json={"url": url}))["reason"] == ("already used")
+    assert "/_simulator" not in " ".join(sim.calls)

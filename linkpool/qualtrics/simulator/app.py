@@ -14,11 +14,18 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from linkpool.clock import Clock, SystemClock
+from linkpool.qualtrics.simulator.admin import (
+    ADMIN_PREFIX,
+    faults_from_json,
+    faults_to_json,
+    link_url,
+)
 from linkpool.qualtrics.simulator.api import ApiHandlers
 from linkpool.qualtrics.simulator.faults import Faults, TokenBucket
 from linkpool.qualtrics.simulator.http import (
     API_PREFIX,
     ApiError,
+    JsonObject,
     Request,
     Response,
     failure,
@@ -93,6 +100,9 @@ class Simulator(ApiHandlers):
 
     def handle(self, request: Request) -> Response:
         try:
+            if request.path.startswith(ADMIN_PREFIX + "/"):
+                self.authenticate(request)
+                return self.ok(self.administer(request))
             if not request.path.startswith(API_PREFIX + "/"):
                 raise not_found("The requested resource does not exist.", "RP_0.4")
             request.path = request.path[len(API_PREFIX) :]
@@ -108,6 +118,21 @@ class Simulator(ApiHandlers):
                 ApiError(504, "Gateway timeout.", "GATEWAY_TIMEOUT"), response_id(response)
             )
         return response
+
+    def administer(self, request: Request) -> JsonObject:
+        """``/_simulator/faults`` (GET, PUT), ``/_simulator/open-link`` and ``…/respond`` (POST)."""
+        action = (request.method, request.path[len(ADMIN_PREFIX) :])
+        if action == ("PUT", "/faults"):
+            self.faults = faults_from_json(self.faults, request.json_object())
+        elif action in (("POST", "/open-link"), ("POST", "/respond")):
+            url = link_url(request)
+            check = self._check(url)
+            if action[1] == "/respond" and check.ok:
+                self._record_response(url)
+            return {"ok": check.ok, "reason": check.reason}
+        elif action != ("GET", "/faults"):
+            raise not_found("No such simulator control.", "RP_0.4")
+        return faults_to_json(self.faults)
 
     def authenticate(self, request: Request) -> None:
         token = request.headers.get("x-api-token")
@@ -181,18 +206,21 @@ class Simulator(ApiHandlers):
         with self._lock:
             check = self._check(url)
             if check.ok:
-                link = self.brand.links[url]
-                link.used = True
-                contact = self.brand.contacts[link.contact_id]
-                self.brand.responses.append(
-                    SurveyResponse(
-                        distribution_id=link.distribution_id,
-                        contact_id=link.contact_id,
-                        embedded_data=dict(contact.fields.get("embeddedData", {})),
-                        recorded_at=self.clock.now(),
-                    )
-                )
+                self._record_response(url)
             return check
+
+    def _record_response(self, url: str) -> None:
+        link = self.brand.links[url]
+        link.used = True
+        contact = self.brand.contacts[link.contact_id]
+        self.brand.responses.append(
+            SurveyResponse(
+                distribution_id=link.distribution_id,
+                contact_id=link.contact_id,
+                embedded_data=dict(contact.fields.get("embeddedData", {})),
+                recorded_at=self.clock.now(),
+            )
+        )
 
     def _check(self, url: str) -> LinkCheck:
         link = self.brand.links.get(url)
