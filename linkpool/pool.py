@@ -7,16 +7,25 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
 from linkpool.clock import Clock, SystemClock
-from linkpool.config import PoolSettings, Settings, load_settings
+from linkpool.config import PoolSettings, QualtricsSettings, Settings, SyncSettings, load_settings
 from linkpool.db import check_migrated, create_engine
-from linkpool.errors import IdempotencyConflict, InvalidClaim, PoolExhausted, UnknownPool
+from linkpool.errors import (
+    ConfigError,
+    IdempotencyConflict,
+    InvalidClaim,
+    PoolExhausted,
+    UnknownPool,
+)
 from linkpool.store import ClaimRequest, PoolCounts, Store
+
+if TYPE_CHECKING:
+    from linkpool.qualtrics.client import QualtricsClient
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_RECIPIENT_LENGTH = 255
@@ -85,6 +94,9 @@ class LinkPool:
         clock: Clock | None = None,
         check_schema: bool = True,
         engine: sa.engine.Engine | None = None,
+        client: QualtricsClient | None = None,
+        qualtrics: QualtricsSettings | None = None,
+        sync: SyncSettings | None = None,
     ) -> None:
         if not isinstance(pools, Mapping):
             pools = {pool.name: pool for pool in pools}
@@ -93,6 +105,11 @@ class LinkPool:
         self.engine = engine or create_engine(database_url)
         self.store = Store(self.engine)
         self._pid = os.getpid()
+        # For claim(..., sync=True): a client given, or one built on first use from ``qualtrics``.
+        self._client = client
+        self._owns_client = False
+        self._qualtrics = qualtrics
+        self.sync_settings = sync or SyncSettings()
         if check_schema:
             check_migrated(self.engine)
 
@@ -102,6 +119,8 @@ class LinkPool:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> LinkPool:
+        kwargs.setdefault("qualtrics", settings.qualtrics)
+        kwargs.setdefault("sync", settings.sync)
         return cls(database_url=settings.database_url, pools=settings.pools, **kwargs)
 
     def pool(self, name: str) -> PoolSettings:
@@ -117,10 +136,39 @@ class LinkPool:
         recipient: str,
         key: str | None = None,
         data: Mapping[str, Any] | None = None,
+        sync: bool = False,
     ) -> Claim:
         """Hand one available link of ``pool`` to ``recipient``, atomically, without calling
         Qualtrics. With ``key``, a repeat returns the first claim (or raises
-        IdempotencyConflict if recipient or data differ)."""
+        IdempotencyConflict if recipient or data differ).
+
+        With ``sync``, the recipient and data are also written onto the link's contact in
+        Qualtrics before returning. If Qualtrics fails, the claim is returned all the same and
+        its write-back stays pending for ``linkpool sync``."""
+        client = self.qualtrics_client() if sync else None
+        claim = self._claim(pool, recipient=recipient, key=key, data=data)
+        if client is not None:
+            from linkpool.sync import write_back_claim
+
+            write_back_claim(
+                client, self.store, self.pools, self.sync_settings, self.clock, claim.link_id
+            )
+        return claim
+
+    def qualtrics_client(self) -> QualtricsClient:
+        """The client for inline write-backs; ConfigError without a [qualtrics] table."""
+        if self._client is None:
+            from linkpool.qualtrics.client import QualtricsClient
+
+            if self._qualtrics is None:
+                raise ConfigError("claim(..., sync=True) needs a [qualtrics] table or a client")
+            self._client = QualtricsClient.from_settings(self._qualtrics, clock=self.clock)
+            self._owns_client = True
+        return self._client
+
+    def _claim(
+        self, pool: str, *, recipient: str, key: str | None, data: Mapping[str, Any] | None
+    ) -> Claim:
         settings = self.pool(pool)
         request = self._request(settings, recipient, key, data)
         try:
@@ -141,6 +189,8 @@ class LinkPool:
         return self.store.counts(pool, self.clock.now(), settings.min_remaining)
 
     def close(self) -> None:
+        if self._owns_client and self._client is not None:
+            self._client.close()
         self.engine.dispose()
 
     def __enter__(self) -> LinkPool:

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from linkpool.config import GcSettings, PoolSettings, Settings, SyncSettings
-from linkpool.errors import AuthError, LeaseHeld
+from linkpool.errors import AuthError, ConfigError, LeaseHeld
 from linkpool.gc import collect
 from linkpool.lease import Lease
 from linkpool.models import WriteBack, links
@@ -237,3 +237,41 @@ def test_embedded_data_values_are_text(value, text):
 def test_backoff_doubles_up_to_an_hour():
     assert [backoff(n) for n in (1, 2, 3)] == [timedelta(seconds=s) for s in (30, 60, 120)]
     assert backoff(20) == timedelta(hours=1)
+
+
+def test_claim_with_sync_writes_back_before_returning(
+    sim, client, store, clock, settings, engine, provisioned
+):
+    linkpool = LinkPool.from_settings(settings, clock=clock, engine=engine, client=client)
+
+    claim = linkpool.claim("nps", recipient="ann", data={"order": 7}, sync=True)
+
+    embedded = sim.contact(claim.contact_id)["embeddedData"]
+    assert (embedded["linkpool_recipient"], embedded["order"]) == ("ann", "7")
+    assert writeback_of(store, claim.link_id)["writeback"] == WriteBack.DONE
+    assert sync(settings, client, store, clock).api_calls == {}
+
+
+def test_claim_with_sync_returns_the_claim_when_qualtrics_is_down(
+    sim, client, store, clock, settings, engine, provisioned
+):
+    sim.faults.error_rate = 1.0
+    with sim.client(max_retries=0) as failing:
+        linkpool = LinkPool.from_settings(settings, clock=clock, engine=engine, client=failing)
+        claim = linkpool.claim("nps", recipient="ann", sync=True)
+
+    assert claim.recipient == "ann"
+    assert writeback_of(store, claim.link_id)["writeback"] == WriteBack.PENDING
+    sim.faults.error_rate = 0.0
+    clock.advance(backoff(1))
+    assert sync(settings, client, store, clock).written == 1
+
+
+def test_claim_with_sync_needs_qualtrics_and_then_claims_nothing(
+    store, clock, settings, engine, provisioned
+):
+    linkpool = LinkPool.from_settings(settings, clock=clock, engine=engine)
+
+    with pytest.raises(ConfigError, match="qualtrics"):
+        linkpool.claim("nps", recipient="ann", sync=True)
+    assert linkpool.counts("nps").claimed == 0
