@@ -98,9 +98,13 @@ def run_server(
     *,
     seed: int = 0,
     links_page_size: int = 100,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> None:
-    """What ``linkpool simulator`` runs: build a simulator, print how to reach it, serve it."""
+    """What ``linkpool simulator`` runs: build a simulator, print how to reach it, serve it.
+
+    ``echo`` prints a line (default: ``print``, flushed so a parent process sees it at once).
+    """
+    echo = echo or _print_flushed
     simulator = Simulator(
         token=token,
         directory_id=directory_id,
@@ -117,3 +121,7 @@ def run_server(
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+
+
+def _print_flushed(text: str) -> None:
+    print(text, flush=True)
