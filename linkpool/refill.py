@@ -72,6 +72,9 @@ LINKS_FIRST_DELAY = 1.0
 LINKS_MAX_DELAY = 30.0
 MAX_IMPORT_CONTACTS = 10_000
 MAX_IMPORT_BYTES = 5_000_000
+MAX_ROUNDS = 3
+"""Rounds of planning per run: lists abandoned in one round (a lost answer) are replaced in the
+next, while the pool is below ``low_water``."""
 LINKS_PAGE_SIZE_GUESS = 100
 """Only for ``--dry-run`` estimates: the links listing's page size is not documented."""
 
@@ -427,13 +430,22 @@ class _PoolRefill:
         if unfinished:
             self.report.lists_resumed = len(unfinished)
             self._resume(unfinished)
-        if self.report.errors:
-            return  # do not pile new lists onto a pool that is failing
-        count = lists_needed(self.pool, self._claimable())
-        if count:
-            self.report.lists_planned = count
-            self.report.links_planned = count * self.pool.list_size
+        for _ in range(MAX_ROUNDS):
+            if self.report.errors:
+                return  # do not pile new lists onto a pool that is failing
+            count = lists_needed(self.pool, self._claimable())
+            if not count:
+                return
+            self._count("lists_planned", count)
+            self._count("links_planned", count * self.pool.list_size)
             self._provision_all([self._plan_list() for _ in range(count)])
+        if lists_needed(self.pool, self._claimable()):
+            self._error(
+                _CannotComplete(
+                    f"{self.report.lists_failed} list(s) could not be completed and the pool "
+                    f"is still below low_water after {MAX_ROUNDS} rounds"
+                )
+            )
 
     def _claimable(self) -> int:
         return self.store.counts(
@@ -677,7 +689,11 @@ class _PoolRefill:
             deleted_at=now if deleted else None,
         )
         self._count("lists_failed")
-        self._error(error, list_id)
+        if isinstance(error, _CannotComplete):
+            # a lost answer, now settled: the list is replaced, the run has not failed
+            logger.warning("refill %s: list %d abandoned: %s", self.pool.name, list_id, error)
+        else:
+            self._error(error, list_id)
 
     def _delete_on_qualtrics(self, row: RowMapping) -> bool:
         deletions = (

@@ -1,0 +1,454 @@
+"""Refill against the simulator in-process, on SQLite: stock, resumption after a crash at every
+step, lost answers, rate limits and 5xx, lagging links, concurrency and dry runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from linkpool.clock import ManualClock
+from linkpool.config import PoolSettings, QualtricsSettings, Settings
+from linkpool.lease import Lease
+from linkpool.models import LinkStatus, ListState, links, lists
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.simulator import Simulator
+from linkpool.refill import (
+    MAX_IMPORT_CONTACTS,
+    RefillReport,
+    estimate_calls,
+    import_batches,
+    lists_needed,
+    placeholder_contacts,
+    refill,
+    slot_key,
+)
+from linkpool.store import Store
+
+SURVEY = "SV_SimSurvey0001"
+OTHER_SURVEY = "SV_SimSurvey0002"
+CREATE_LIST = "POST /directories/{directoryId}/mailinglists"
+FIND_LISTS = "GET /directories/{directoryId}/mailinglists"
+DISTRIBUTE = "POST /distributions"
+FIND_DISTRIBUTIONS = "GET /distributions"
+LINKS = "GET /distributions/{distributionId}/links"
+
+
+class Killed(Exception):
+    """Stands for the process dying at this point."""
+
+
+def pool_settings(name: str = "nps", **overrides: Any) -> PoolSettings:
+    values: dict[str, Any] = dict(
+        name=name,
+        survey_id=SURVEY,
+        target_available=10,
+        low_water=5,
+        list_size=4,
+        link_ttl=timedelta(days=30),
+        min_remaining=timedelta(days=1),
+        embedded_data={"channel": "kiosk"},
+    )
+    values.update(overrides)
+    return PoolSettings(**values)
+
+
+def make_settings(sim: Simulator, *pools: PoolSettings) -> Settings:
+    qualtrics = QualtricsSettings(base_url=sim.base_url, directory_id=sim.directory_id)
+    pools = pools or (pool_settings(),)
+    return Settings(qualtrics=qualtrics, pools={pool.name: pool for pool in pools})
+
+
+@pytest.fixture
+def sim(clock: ManualClock) -> Simulator:
+    return Simulator(clock=clock, surveys=(SURVEY, OTHER_SURVEY), links_page_size=3)
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[QualtricsClient]:
+    with sim.client() as client:
+        yield client
+
+
+@pytest.fixture
+def run(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> Callable[..., RefillReport]:
+    def run_refill(*pools: PoolSettings, **kwargs: Any) -> RefillReport:
+        return refill(make_settings(sim, *pools), client, store, clock, **kwargs)
+
+    return run_refill
+
+
+def list_rows(store: Store) -> list[dict[str, Any]]:
+    with store.read() as connection:
+        return [dict(row) for row in connection.execute(sa.select(lists)).mappings()]
+
+
+def link_rows(store: Store) -> list[dict[str, Any]]:
+    with store.read() as connection:
+        return [dict(row) for row in connection.execute(sa.select(links)).mappings()]
+
+
+def assert_consistent(sim: Simulator, store: Store) -> None:
+    """No live list on Qualtrics unknown to the database, and every stored link opens."""
+    rows = list_rows(store)
+    ready = {row["mailing_list_id"] for row in rows if row["state"] == ListState.READY}
+    assert set(sim.mailing_lists()) == ready
+    assert not [row for row in rows if row["state"] in ListState.PROVISIONING]
+    distributions = {row["distribution_id"] for row in rows if row["state"] == ListState.READY}
+    assert set(sim.distributions()) == distributions
+    stored = link_rows(store)
+    assert stored
+    assert all(sim.open_link(row["url"]).ok for row in stored)
+
+
+def claimable(store: Store, clock: ManualClock, pool: PoolSettings | None = None) -> int:
+    pool = pool or pool_settings()
+    return store.counts(pool.name, clock.now(), pool.min_remaining).claimable
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claimable_now", "expected"),
+    [(0, 3), (4, 2), (5, 0), (9, 0), (10, 0)],
+)
+def test_low_water_rule(claimable_now: int, expected: int) -> None:
+    assert lists_needed(pool_settings(), claimable_now) == expected
+
+
+def test_placeholders_have_unique_slot_keys_and_the_pools_embedded_data() -> None:
+    contacts = placeholder_contacts("linkpool/nps/abc", 3, {"channel": "kiosk"})
+    assert [c["extRef"] for c in contacts] == [slot_key("linkpool/nps/abc", n) for n in range(3)]
+    assert all(c["embeddedData"] == {"channel": "kiosk"} for c in contacts)
+    assert "embeddedData" not in placeholder_contacts("linkpool/nps/abc", 1, {})[0]
+
+
+def test_import_batches_respect_the_count_and_size_limits() -> None:
+    contacts = placeholder_contacts("linkpool/nps/abc", 25, {"note": "x" * 100})
+    assert len(import_batches(contacts)) == 1
+    by_count = import_batches(contacts, max_contacts=10)
+    assert [len(batch) for batch in by_count] == [10, 10, 5]
+    by_size = import_batches(contacts, max_bytes=1_000)
+    assert sum(len(batch) for batch in by_size) == 25
+    assert all(len(batch) <= 7 for batch in by_size)
+    assert len(import_batches(placeholder_contacts("x/y/z", MAX_IMPORT_CONTACTS + 1, {}))) == 2
+
+
+# --- stocking --------------------------------------------------------------------------------
+
+
+def test_fresh_refill_reaches_target_with_the_expected_lists(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store, clock: ManualClock
+) -> None:
+    started = clock.now()
+    report = run()
+
+    pool = report.pools[0]
+    assert report.exit_code == 0
+    assert (pool.claimable_before, pool.claimable_after) == (0, 12)
+    assert (pool.lists_planned, pool.lists_created, pool.lists_ready) == (3, 3, 3)
+    assert (pool.links_added, pool.shortfall, pool.errors) == (12, 0, [])
+    assert pool.api_calls[CREATE_LIST] == 3
+    assert pool.api_calls[DISTRIBUTE] == 3
+    assert pool.api_calls[LINKS] == 6  # 4 links a list, 3 a page
+    assert_consistent(sim, store)
+    rows = {row["id"]: row for row in list_rows(store)}
+    assert {d["description"] for d in sim.distributions().values()} == {
+        row["name"] for row in rows.values()
+    }
+    ttl = timedelta(days=30)
+    for link in link_rows(store):
+        assert link["expires_at"] == rows[link["list_id"]]["expires_at"]
+        assert started + ttl <= link["expires_at"] <= clock.now() + ttl
+    contact = sim.contact(link_rows(store)[0]["contact_id"])
+    assert contact["embeddedData"] == {"channel": "kiosk"}
+
+
+def test_second_refill_does_nothing(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store
+) -> None:
+    run()
+    calls_before = sum(sim.calls.values())
+
+    report = run()
+
+    assert report.pools[0].lists_planned == 0
+    assert report.api_calls == {}
+    assert sum(sim.calls.values()) == calls_before
+    assert len(list_rows(store)) == 3
+
+
+def test_refill_tops_up_only_below_low_water(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock
+) -> None:
+    run()
+    with store.write() as connection:
+        ids = connection.execute(sa.select(links.c.id).order_by(links.c.id)).scalars().all()
+        connection.execute(
+            sa.update(links).where(links.c.id.in_(ids[:7])).values(status=LinkStatus.CLAIMED)
+        )
+    assert run().pools[0].lists_planned == 0  # 5 claimable: not below low_water
+
+    with store.write() as connection:
+        connection.execute(
+            sa.update(links).where(links.c.id == ids[7]).values(status=LinkStatus.CLAIMED)
+        )
+    report = run()  # 4 claimable: top up to 10 with ceil(6 / 4) lists
+
+    assert report.pools[0].lists_planned == 2
+    assert claimable(store, clock) == 12
+
+
+def test_links_too_close_to_expiry_do_not_count(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock
+) -> None:
+    run()
+    clock.advance(timedelta(days=29, hours=1))  # 23 h left, min_remaining is 1 day
+
+    report = run()
+
+    assert report.pools[0].claimable_before == 0
+    assert report.pools[0].lists_ready == 3
+
+
+def test_pools_refill_concurrently_and_one_failure_does_not_stop_the_others(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store, clock: ManualClock
+) -> None:
+    sim.set_survey_active(OTHER_SURVEY, False)
+    good = pool_settings("good")
+    bad = pool_settings("bad", survey_id=OTHER_SURVEY)
+
+    report = run(good, bad)
+
+    by_name = {pool.pool: pool for pool in report.pools}
+    assert report.exit_code == 1
+    assert by_name["good"].lists_ready == 3 and not by_name["good"].errors
+    assert by_name["good"].api_calls[CREATE_LIST] == 3
+    assert by_name["bad"].errors and by_name["bad"].links_added == 0
+    assert by_name["bad"].lists_failed >= 1
+    assert by_name["bad"].api_calls[DISTRIBUTE] == by_name["bad"].lists_failed
+    failed = [row for row in list_rows(store) if row["state"] == ListState.FAILED]
+    assert failed and all(row["deleted_at"] is not None for row in failed)
+    assert all(row["last_error"] for row in failed)
+    assert {ml["name"] for ml in sim.mailing_lists().values()} == {
+        row["name"] for row in list_rows(store) if row["pool"] == "good"
+    }
+
+
+def test_a_second_refill_of_the_same_pool_reports_already_running(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock
+) -> None:
+    other = Lease(store, "refill:nps", clock)
+    assert other.acquire()
+
+    report = run()
+
+    assert report.exit_code == 0
+    assert report.pools[0].skipped == "already running"
+    assert report.api_calls == {}
+    assert list_rows(store) == []
+    assert other.current_holder() == other.holder
+
+
+def test_dry_run_touches_nothing(
+    sim: Simulator, store: Store, clock: ManualClock, run: Callable[..., RefillReport]
+) -> None:
+    report = refill(make_settings(sim), None, store, clock, dry_run=True)
+
+    pool = report.pools[0]
+    assert report.dry_run and report.exit_code == 0
+    assert (pool.lists_planned, pool.links_planned) == (3, 12)
+    assert pool.api_calls == estimate_calls(pool_settings(), 3)
+    assert pool.api_calls[CREATE_LIST] == 3
+    assert sum(sim.calls.values()) == 0
+    assert list_rows(store) == []
+
+
+def test_progress_reaches_what_was_planned(run: Callable[..., RefillReport]) -> None:
+    seen: list[tuple[int, int]] = []
+
+    run(progress=lambda done, planned: seen.append((done, planned)))
+
+    assert seen[-1] == (12, 12)
+    assert all(done <= planned for done, planned in seen)
+
+
+def test_report_as_json_names_every_figure(run: Callable[..., RefillReport]) -> None:
+    report = run().to_dict()
+
+    figures = report["pools"]["nps"]
+    assert figures["links_added"] == 12
+    assert figures["api_calls"][CREATE_LIST] == 3
+    assert {"claimable_before", "claimable_after", "lists_created", "shortfall"} <= set(figures)
+    assert {"duration_s", "errors"} <= set(figures)
+    assert report["exit_code"] == 0
+
+
+# --- crashes and lost answers ----------------------------------------------------------------
+
+
+def kill_once(target: Any, method: str, *, after: bool = True) -> None:
+    """Make ``target.method`` raise Killed once: after doing its work, or before."""
+    real = getattr(target, method)
+
+    def killer(*args: Any, **kwargs: Any) -> Any:
+        delattr(target, method)  # back to the real method for the next call
+        if after:
+            result = real(*args, **kwargs)
+            if isinstance(result, Iterator):
+                next(result)
+        raise Killed(f"killed in {method}")
+
+    setattr(target, method, killer)
+
+
+CRASH_POINTS = [
+    pytest.param("client", "create_mailing_list", False, id="before-create-list"),
+    pytest.param("client", "create_mailing_list", True, id="after-create-list"),
+    pytest.param("client", "start_import", True, id="after-start-import"),
+    pytest.param("client", "wait_for_import", False, id="while-importing"),
+    pytest.param("client", "create_link_distribution", True, id="after-distribute"),
+    pytest.param("client", "iter_links", True, id="while-reading-links"),
+    pytest.param("store", "finish_list", False, id="before-storing-links"),
+    pytest.param("store", "advance_list", False, id="recording-a-step"),
+]
+
+
+@pytest.mark.parametrize(("where", "method", "after"), CRASH_POINTS)
+def test_a_killed_refill_is_resumed_or_cleaned_up_by_the_next(
+    where: str,
+    method: str,
+    after: bool,
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    kill_once(client if where == "client" else store, method, after=after)
+
+    first = run(pool_settings(target_available=4, low_water=4))
+    assert first.exit_code == 1
+    assert "Killed" in first.pools[0].errors[0]
+
+    second = run(pool_settings(target_available=4, low_water=4))
+
+    assert second.exit_code == 0, second.pools[0].errors
+    assert second.pools[0].lists_resumed == 1
+    assert claimable(store, clock) >= 4
+    assert_consistent(sim, store)
+
+
+def refill_until_stocked(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock, runs: int = 5
+) -> list[RefillReport]:
+    reports = []
+    while len(reports) < runs and claimable(store, clock) < pool_settings().low_water:
+        reports.append(run())
+    return reports
+
+
+def test_lost_answers_are_settled_by_lookup_never_by_posting_again(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    sim.faults.lost_response_rate = 0.4
+
+    refill_until_stocked(run, store, clock)
+    sim.faults.lost_response_rate = 0.0
+    run()
+
+    assert claimable(store, clock) >= pool_settings().low_water
+    assert client.calls[FIND_LISTS] + client.calls[FIND_DISTRIBUTIONS] > 0
+    every_list_ever = {**sim.mailing_lists(), **sim.deleted_mailing_lists()}
+    known = {row["mailing_list_id"] for row in list_rows(store) if row["mailing_list_id"]}
+    assert set(every_list_ever) == known
+    names = [ml["name"] for ml in every_list_ever.values()]
+    assert len(names) == len(set(names))
+    assert_consistent(sim, store)
+
+
+def test_rate_limit_storms_and_server_errors_are_absorbed(
+    sim: Simulator, store: Store, clock: ManualClock
+) -> None:
+    statuses: Counter[int] = Counter()
+
+    def counting_app(environ: dict[str, Any], start_response: Any) -> Any:
+        def record(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses[int(status.split()[0])] += 1
+            return start_response(status, headers, exc_info)
+
+        return sim(environ, record)
+
+    sim.faults.rate_limit_per_minute = 5
+    sim.faults.error_rate = 0.2
+    pool = pool_settings(list_size=12)
+    transport = httpx.WSGITransport(app=counting_app)
+    with sim.client(transport=transport) as client:
+        reports = [refill(make_settings(sim, pool), client, store, clock)]
+        while claimable(store, clock, pool) < pool.low_water and len(reports) < 5:
+            reports.append(refill(make_settings(sim, pool), client, store, clock))
+
+    assert statuses[429] > 0 and statuses[500] + statuses[503] > 0
+    assert all(report.exit_code == 0 for report in reports), [r.pools[0].errors for r in reports]
+    assert claimable(store, clock, pool) == 12
+    sim.faults.rate_limit_per_minute = None
+    sim.faults.error_rate = 0.0
+    assert_consistent(sim, store)
+
+
+def test_a_lagging_links_listing_is_read_again_until_complete(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store
+) -> None:
+    sim.faults.link_lag = timedelta(minutes=2)
+    sim.faults.link_lag_fraction = 0.5
+
+    report = run()
+
+    pool = report.pools[0]
+    assert (pool.links_added, pool.shortfall) == (12, 0)
+    assert pool.api_calls[LINKS] > 6
+    assert_consistent(sim, store)
+
+
+def test_links_still_missing_after_the_wait_are_recorded_as_shortfall(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store
+) -> None:
+    sim.faults.link_lag = timedelta(hours=1)
+    sim.faults.link_lag_fraction = 0.5
+
+    report = run(links_wait=timedelta(seconds=20))
+
+    pool = report.pools[0]
+    assert report.exit_code == 0
+    assert 0 < pool.links_added < pool.links_planned
+    assert pool.shortfall == pool.links_planned - pool.links_added
+    assert sum(row["shortfall"] for row in list_rows(store)) == pool.shortfall
+    assert_consistent(sim, store)
+
+
+def test_links_over_the_contact_frequency_limit_are_never_stored(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store
+) -> None:
+    sim.faults.exceeded_contact_frequency_rate = 0.5
+
+    report = run()
+
+    pool = report.pools[0]
+    assert 0 < pool.links_added < pool.links_planned
+    assert pool.shortfall == pool.links_planned - pool.links_added
+    assert (
+        pool.api_calls[LINKS] == 2 * pool.lists_ready
+    )  # skipped links count as arrived: no re-reading
+    assert_consistent(sim, store)
