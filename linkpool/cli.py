@@ -21,8 +21,11 @@ from linkpool.config import Settings, load_settings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
+from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.pool import LinkPool
+from linkpool.qualtrics.client import QualtricsClient
 from linkpool.status import pool_status
+from linkpool.sync import sync as sync_write_backs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
 
@@ -206,3 +209,129 @@ def export(app: App, pool: str, fmt: str, output: Path | None) -> None:
         return
     count = export_to_file(lp.store, pool, output, fmt)
     click.echo(f"exported {count} claim(s) of pool {pool!r} to {output}", err=True)
+
+
+# --- gc and sync ---------------------------------------------------------------------------
+
+
+def qualtrics_client(app: App) -> QualtricsClient:
+    """A client from ``[qualtrics]`` (the token from its environment variable)."""
+    return QualtricsClient.from_settings(app.settings.require_qualtrics(), clock=app.clock)
+
+
+@main.command("gc")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be deleted and voided; change nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--orphans", is_flag=True, help="List our lists in the directory the database does not know."
+)
+@click.option("--delete", is_flag=True, help="With --orphans: delete them, after confirmation.")
+@click.option("--yes", is_flag=True, help="With --orphans --delete: do not ask for confirmation.")
+@click.pass_context
+def gc_command(
+    ctx: click.Context, dry_run: bool, as_json: bool, orphans: bool, delete: bool, yes: bool
+) -> None:
+    """Delete expired and abandoned lists on Qualtrics; void links too old to hand out.
+
+    Never deletes a list holding a claimed link that has not expired. Exits 1 if any
+    deletion failed (the next run retries it).
+    """
+    if delete and not orphans:
+        raise click.UsageError("--delete only goes with --orphans")
+    if delete and dry_run:
+        raise click.UsageError("--delete and --dry-run contradict each other")
+    app = ctx.find_object(App)
+    store = app.linkpool.store
+    with qualtrics_client(app) as client:
+        if orphans:
+            gc_orphans(app, client, delete=delete, yes=yes, as_json=as_json)
+            return
+        report = collect(app.settings, client, store, app.clock, dry_run=dry_run)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        print_gc_report(report)
+    if report.errors:
+        ctx.exit(EXIT_FAILURE)
+
+
+def print_gc_report(report: GcReport) -> None:
+    calls = sum(report.api_calls.values())
+    if report.dry_run:
+        click.echo(
+            f"dry run: would delete {len(report.lists)} list(s) "
+            f"and void {report.links_voided} link(s)"
+        )
+    else:
+        click.echo(
+            f"deleted {report.lists_deleted} list(s), voided {report.links_voided} link(s), "
+            f"purged {report.contacts_purged} contact(s), {calls} API call(s)"
+        )
+    if report.lists:
+        rows = [
+            (a.list_id, a.pool, a.mailing_list_id or "-", a.distribution_id or "-", a.reason)
+            for a in report.lists
+        ]
+        headers = ("list", "pool", "mailing list", "distribution", "reason")
+        click.echo(format_table(headers, rows))
+    for error in report.errors:
+        click.echo(f"linkpool: gc: {error}", err=True)
+
+
+def gc_orphans(
+    app: App, client: QualtricsClient, *, delete: bool, yes: bool, as_json: bool
+) -> None:
+    store = app.linkpool.store
+    orphans = find_orphans(client, store)
+    if not as_json:
+        rows = [(orphan.mailing_list_id, orphan.name) for orphan in orphans]
+        click.echo(f"{len(orphans)} orphan list(s) in the directory")
+        if rows:
+            click.echo(format_table(("mailing list", "name"), rows))
+    if delete and orphans and not yes:
+        click.confirm(
+            f"Delete these {len(orphans)} list(s) from Qualtrics? Any links they hold stop working",
+            abort=True,
+            err=True,
+        )
+    if not (delete and orphans):
+        if as_json:
+            echo_json({"orphans": [orphan.to_dict() for orphan in orphans], "deleted": 0})
+        return
+    report = delete_orphans(client, store, app.clock, orphans)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"deleted {report.deleted} orphan list(s)")
+    for error in report.errors:
+        click.echo(f"linkpool: gc: {error}", err=True)
+    if report.errors:
+        click.get_current_context().exit(EXIT_FAILURE)
+
+
+@main.command("sync")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--retry-failed", is_flag=True, help="Queue failed write-backs again first.")
+@click.pass_context
+def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
+    """Write claimed recipients' data onto their contacts in Qualtrics.
+
+    Exits 1 if a write-back was given up in this run (see `status`; retry with --retry-failed).
+    """
+    app = ctx.find_object(App)
+    store = app.linkpool.store
+    with qualtrics_client(app) as client:
+        report = sync_write_backs(app.settings, client, store, app.clock, retry_failed)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        requeued = f", requeued {report.requeued}" if retry_failed else ""
+        click.echo(
+            f"wrote {report.written}, retrying {report.retrying}, gave up {report.failed}{requeued}"
+        )
+        for error in report.errors:
+            click.echo(f"linkpool: sync: {error}", err=True)
+    if report.failed:
+        ctx.exit(EXIT_FAILURE)

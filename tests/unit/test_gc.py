@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, Settings
 from linkpool.errors import LeaseHeld
 from linkpool.gc import collect, delete_orphans, find_orphans, refill_lease_name
@@ -356,3 +359,56 @@ def test_orphans_are_our_lists_the_database_does_not_know(sim, client, store, cl
 def test_two_gcs_do_not_run_at_once(client, store, clock, settings):
     with Lease(store, "gc", clock), pytest.raises(LeaseHeld):
         collect(settings, client, store, clock)
+
+
+@pytest.fixture
+def cli(tmp_path, sqlite_url, sim, clock, monkeypatch):
+    """Run ``linkpool`` in-process against the simulator and the test database."""
+    config = tmp_path / "linkpool.toml"
+    config.write_text(
+        f'[database]\nurl = "{sqlite_url}"\n\n'
+        f'[pools.nps]\nsurvey_id = "{SURVEY_ID}"\nlink_ttl = "30d"\nmin_remaining = "1d"\n'
+    )
+    monkeypatch.setattr("linkpool.cli.qualtrics_client", lambda app: sim.client())
+
+    def run(*args: str, input: str | None = None) -> Any:
+        app = App(str(config), clock=clock)
+        return CliRunner().invoke(main, ["--config", str(config), *args], obj=app, input=input)
+
+    return run
+
+
+def test_cli_gc_json_reports_what_it_did(cli, client, store, clock):
+    list_id = provision_list(client, store, clock, ttl=timedelta(days=3))
+    clock.advance(timedelta(days=4))
+
+    dry = cli("gc", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.output)["lists"][0]["list_id"] == list_id
+    assert store.get_list(list_id)["state"] == ListState.READY
+
+    result = cli("gc", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["lists_deleted"], report["links_voided"], report["errors"]) == (1, 3, [])
+    assert report["api_calls"] == {DELETE_DISTRIBUTION: 1, DELETE_LIST: 1}
+
+
+def test_cli_gc_orphans_asks_before_deleting(cli, sim, client):
+    orphan_id = client.create_mailing_list("linkpool/nps/orphan")
+
+    listed = cli("gc", "--orphans")
+    assert orphan_id in listed.output and orphan_id in sim.mailing_lists()
+
+    refused = cli("gc", "--orphans", "--delete", input="n\n")
+    assert refused.exit_code == 1 and orphan_id in sim.mailing_lists()
+
+    deleted = cli("gc", "--orphans", "--delete", "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted 1 orphan list(s)" in deleted.output
+    assert orphan_id not in sim.mailing_lists()
+
+
+def test_cli_gc_delete_needs_orphans(cli):
+    result = cli("gc", "--delete")
+    assert result.exit_code == 2 and "--orphans" in result.output

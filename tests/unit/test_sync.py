@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, Settings, SyncSettings
 from linkpool.errors import AuthError, ConfigError, LeaseHeld
 from linkpool.gc import collect
@@ -275,3 +278,32 @@ def test_claim_with_sync_needs_qualtrics_and_then_claims_nothing(
     with pytest.raises(ConfigError, match="qualtrics"):
         linkpool.claim("nps", recipient="ann", sync=True)
     assert linkpool.counts("nps").claimed == 0
+
+
+def test_cli_sync_json_and_exit_code(
+    tmp_path, sim, client, store, clock, linkpool, provisioned, monkeypatch
+):
+    config = tmp_path / "linkpool.toml"
+    config.write_text(
+        f'[database]\nurl = "{store.engine.url.render_as_string()}"\n\n'
+        f'[sync]\nmax_attempts = 1\n\n[pools.nps]\nsurvey_id = "{SURVEY_ID}"\n'
+    )
+    monkeypatch.setattr("linkpool.cli.qualtrics_client", lambda app: sim.client(max_retries=0))
+    linkpool.claim("nps", recipient="ann")
+    linkpool.claim("nps", recipient="bob")
+
+    def run(*args: str):
+        return CliRunner().invoke(main, [*args], obj=App(str(config), clock=clock))
+
+    sim.faults.error_rate = 1.0
+    failed = run("sync", "--json")
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["failed"] == 2
+
+    sim.faults.error_rate = 0.0
+    retried = run("sync", "--retry-failed", "--json")
+    assert retried.exit_code == 0, retried.output
+    assert {k: json.loads(retried.stdout)[k] for k in ("requeued", "written")} == {
+        "requeued": 2,
+        "written": 2,
+    }
