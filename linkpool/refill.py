@@ -256,12 +256,14 @@ def refill(
     progress: Progress | None = None,
     *,
     links_wait: timedelta = LINKS_WAIT,
+    stop: threading.Event | None = None,
 ) -> RefillReport:
     """Refill every configured pool (or only ``pool``); see the module docstring.
 
     Never raises for one pool's failure: each pool's errors are in its report, and
     ``RefillReport.exit_code`` is 1 when any pool failed. ``dry_run`` reads the database only
-    and calls nothing (``client`` may then be None).
+    and calls nothing (``client`` may then be None). Once ``stop`` is set, lists stop between
+    two steps (the next run resumes them) and no new list is started.
     """
     pools = _selected_pools(settings, pool)
     started = clock.monotonic()
@@ -278,6 +280,7 @@ def refill(
         progress=_ProgressTotals(progress),
         workers=settings.require_qualtrics().max_concurrency,
         links_wait=links_wait,
+        stop=stop or threading.Event(),
     )
     with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="refill") as executor:
         futures = [executor.submit(_PoolRefill(run, settings).run) for settings in pools]
@@ -315,6 +318,10 @@ def _dry_run(store: Store, clock: Clock, pool: PoolSettings) -> PoolReport:
 
 class _CannotComplete(LinkPoolError):
     """A list cannot be completed: abandon it."""
+
+
+class _Stopped(LinkPoolError):
+    """Refill was asked to stop (shutdown): the next run resumes this list."""
 
 
 class _ListTaken(LinkPoolError):
@@ -388,6 +395,7 @@ class _Run:
     progress: _ProgressTotals
     workers: int
     links_wait: timedelta
+    stop: threading.Event
 
 
 class _PoolRefill:
@@ -431,7 +439,7 @@ class _PoolRefill:
             self.report.lists_resumed = len(unfinished)
             self._resume(unfinished)
         for _ in range(MAX_ROUNDS):
-            if self.report.errors:
+            if self.report.errors or self.ctx.stop.is_set():
                 return  # do not pile new lists onto a pool that is failing
             count = lists_needed(self.pool, self._claimable())
             if not count:
@@ -535,7 +543,7 @@ class _PoolRefill:
         }
         row = self.store.get_list(list_id)
         while row["state"] in steps:
-            self.lease.renew()
+            self._between_steps()
             steps[row["state"]](row)
             row = self.store.get_list(list_id)
 
@@ -557,7 +565,7 @@ class _PoolRefill:
         row = self.store.get_list(row["id"])
         refused = 0
         for batch in import_batches(contacts):
-            self.lease.renew()
+            self._between_steps()
             try:
                 job = self.client.start_import(row["mailing_list_id"], batch)
             except OutcomeUnknown:
@@ -625,7 +633,7 @@ class _PoolRefill:
             )
             self.clock.sleep(min(delay, remaining))
             delay = min(delay * 2, LINKS_MAX_DELAY)
-            self.lease.renew()
+            self._between_steps()
         shortfall = row["size"] - len(links)
         if not self.store.finish_list(
             row["id"], self.pool.name, links, now=self.clock.now(), shortfall=shortfall
@@ -714,6 +722,12 @@ class _PoolRefill:
         return deleted
 
     # --- bookkeeping ---
+
+    def _between_steps(self) -> None:
+        """Stop here if asked to; else renew the lease (LeaseLost if another run took it)."""
+        if self.ctx.stop.is_set():
+            raise _Stopped()
+        self.lease.renew()
 
     def _advance(self, row: RowMapping, state: str, **values: Any) -> None:
         moved = self.store.advance_list(

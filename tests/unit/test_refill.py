@@ -3,6 +3,7 @@ step, lost answers, rate limits and 5xx, lagging links, concurrency and dry runs
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -451,4 +452,34 @@ def test_links_over_the_contact_frequency_limit_are_never_stored(
     assert (
         pool.api_calls[LINKS] == 2 * pool.lists_ready
     )  # skipped links count as arrived: no re-reading
+    assert_consistent(sim, store)
+
+
+def test_a_stop_request_leaves_lists_for_the_next_run(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    stop = threading.Event()
+    real = client.create_link_distribution
+
+    def distribute_then_stop(**kwargs: Any) -> str:
+        stop.set()
+        return real(**kwargs)
+
+    client.create_link_distribution = distribute_then_stop  # type: ignore[method-assign]
+    stopped = run(stop=stop)
+
+    assert stopped.pools[0].lists_ready == 0
+    states = {row["state"] for row in list_rows(store)}
+    assert ListState.DISTRIBUTED in states and states <= set(ListState.PROVISIONING)
+    assert Lease(store, "refill:nps", clock).acquire()  # released on the way out
+    Lease(store, "refill:nps", clock).release()
+    del client.create_link_distribution
+
+    resumed = run()
+
+    assert resumed.pools[0].lists_resumed == 3 and resumed.exit_code == 0
     assert_consistent(sim, store)
