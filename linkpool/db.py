@@ -3,8 +3,9 @@
 SQLite runs in WAL mode with a busy timeout, and write transactions start with ``BEGIN
 IMMEDIATE``: a deferred transaction that later upgrades to a write lock fails at once with
 "database is locked" and ignores ``busy_timeout``, which is exactly the claim's situation.
-PostgreSQL connections are pre-pinged, so a restarted server costs one failed checkout, not a
-pool full of dead connections.
+PostgreSQL connections are not pre-pinged (a ping per checkout would double the claim's round
+trips): when the server restarts, the first statement on a dead connection fails with a
+DatabaseError, SQLAlchemy invalidates the whole pool, and the next statement reconnects.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         engine = sa.create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_pre_ping", False)
     try:
         return sa.create_engine(url, **kwargs)
     except ModuleNotFoundError as exc:
@@ -65,7 +66,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         immediate = connection.get_execution_options().get(_IMMEDIATE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: this runs on every transaction, the claim's included.
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @contextmanager
@@ -91,10 +93,10 @@ def translate_errors() -> Iterator[None]:
     except sa.exc.IntegrityError:
         raise
     except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InterfaceError) as exc:
-        raise _database_error(exc) from exc
+        raise database_error(exc) from exc
 
 
-def _database_error(exc: sa.exc.DBAPIError) -> DatabaseError:
+def database_error(exc: sa.exc.DBAPIError) -> DatabaseError:
     text = str(exc.orig) if exc.orig is not None else str(exc)
     lowered = text.lower()
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):

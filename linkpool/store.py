@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from linkpool.db import read_transaction, translate_errors, write_transaction
-from linkpool.models import LinkStatus, ListState, WriteBack, leases, links, lists
+from linkpool.db import database_error, read_transaction, translate_errors, write_transaction
+from linkpool.models import LinkStatus, ListState, UTCDateTime, WriteBack, leases, links, lists
 
 CLAIM_COLUMNS = (
     links.c.id,
@@ -73,14 +74,41 @@ class Store:
 
     # --- the claim ---------------------------------------------------------------------------
 
-    def claim_statement(self, request: ClaimRequest) -> sa.Update:
-        """The one statement that claims: pick the soonest-expiring claimable link, mark it."""
+    def claim(self, request: ClaimRequest) -> dict[str, Any] | None:
+        """Claim one link; None if the pool has none claimable.
+
+        Raises ``sa.exc.IntegrityError`` when ``request.key`` was already used: the caller then
+        looks the earlier claim up with ``claim_by_key``.
+        """
+        return self._compiled_claim.run(
+            {
+                "p_pool": request.pool,
+                "p_cutoff": request.cutoff,
+                "p_recipient": request.recipient,
+                "p_key": request.key,
+                "p_data": request.data,
+                "p_now": request.now,
+            }
+        )
+
+    @cached_property
+    def _compiled_claim(self) -> CompiledClaim:
+        return CompiledClaim(self.engine, self._claim_statement)
+
+    @cached_property
+    def _claim_statement(self) -> sa.Update:
+        """The one statement that claims: pick the soonest-expiring claimable link, mark it.
+
+        PostgreSQL skips rows other claimers hold locked; SQLite needs no lock hint, since
+        ``BEGIN IMMEDIATE`` serialises writers.
+        """
+        now = sa.bindparam("p_now", type_=UTCDateTime)
         candidate = (
             sa.select(links.c.id)
             .where(
-                links.c.pool == request.pool,
+                links.c.pool == sa.bindparam("p_pool"),
                 links.c.status == LinkStatus.AVAILABLE,
-                links.c.expires_at >= request.cutoff,
+                links.c.expires_at >= sa.bindparam("p_cutoff", type_=UTCDateTime),
             )
             .order_by(links.c.expires_at)
             .limit(1)
@@ -92,24 +120,15 @@ class Store:
             .where(links.c.id == candidate.scalar_subquery())
             .values(
                 status=LinkStatus.CLAIMED,
-                recipient=request.recipient,
-                idempotency_key=request.key,
-                data=request.data,
-                claimed_at=request.now,
+                recipient=sa.bindparam("p_recipient"),
+                idempotency_key=sa.bindparam("p_key"),
+                data=sa.bindparam("p_data"),
+                claimed_at=now,
                 writeback=WriteBack.PENDING,
-                writeback_due_at=request.now,
+                writeback_due_at=now,
             )
             .returning(*CLAIM_COLUMNS)
         )
-
-    def claim(self, request: ClaimRequest) -> RowMapping | None:
-        """Claim one link; None if the pool has none claimable.
-
-        Raises ``sa.exc.IntegrityError`` when ``request.key`` was already used: the caller then
-        looks the earlier claim up with ``claim_by_key``.
-        """
-        with self.write() as connection:
-            return connection.execute(self.claim_statement(request)).mappings().first()
 
     def claim_by_key(self, pool: str, key: str) -> RowMapping | None:
         query = sa.select(*CLAIM_COLUMNS).where(
@@ -525,6 +544,77 @@ class Store:
 
 class _Refused(Exception):
     """Rolls back ``begin_reaping``'s transaction."""
+
+
+class CompiledClaim:
+    """The claim statement, compiled once, run on a pooled connection through the bare driver.
+
+    The claim is the hot path: SQLAlchemy's per-execution machinery would double its cost and,
+    on SQLite, the time the write lock is held. The SQL still comes from the Core statement
+    above, and values still go through the column types' own bind and result processors.
+    """
+
+    def __init__(self, engine: Engine, statement: sa.Update) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positions = compiled.positiontup if dialect.positional else None
+        # The statement's literals ('claimed', LIMIT 1…) are bound parameters too.
+        self.constants = compiled.construct_params(_check=False)
+        self.begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        datetime_type = UTCDateTime().dialect_impl(dialect)
+        datetime_bind = datetime_type.bind_processor(dialect)
+        datetime_result = datetime_type.result_processor(dialect, None)
+        self.bind = {"p_now": datetime_bind, "p_cutoff": datetime_bind}
+        self.result = {"expires_at": datetime_result, "claimed_at": datetime_result}
+        self.columns = [column.name for column in CLAIM_COLUMNS]
+        self.integrity_error = dialect.loaded_dbapi.IntegrityError
+        self.driver_error = dialect.loaded_dbapi.Error
+
+    def run(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        params = {**self.constants, **params}
+        for name, process in self.bind.items():
+            if process is not None:
+                params[name] = process(params[name])
+        values = [params[name] for name in self.positions] if self.positions else params
+        with translate_errors():
+            connection = self.engine.raw_connection()
+        try:
+            row = self._execute(connection, values)
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        record = dict(zip(self.columns, row, strict=True))
+        for name, process in self.result.items():
+            if process is not None:
+                record[name] = process(record[name])
+        return record
+
+    def _execute(self, connection: Any, values: Any) -> Any:
+        cursor = connection.cursor()
+        try:
+            if self.begin:
+                cursor.execute(self.begin)
+            cursor.execute(self.sql, values)
+            row = cursor.fetchone()
+            connection.commit()
+            return row
+        except self.driver_error as exc:
+            if _is_disconnect(self.engine, exc):
+                connection.invalidate(exc)
+            else:
+                connection.rollback()
+            if isinstance(exc, self.integrity_error):
+                raise sa.exc.IntegrityError(self.sql, None, exc) from exc
+            raise database_error(sa.exc.DBAPIError(self.sql, None, exc)) from exc
+        finally:
+            cursor.close()
+
+
+def _is_disconnect(engine: Engine, exc: Exception) -> bool:
+    return bool(engine.dialect.is_disconnect(exc, None, None))
 
 
 def ping(engine: Engine) -> None:
