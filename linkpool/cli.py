@@ -335,3 +335,65 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
             click.echo(f"linkpool: sync: {error}", err=True)
     if report.failed:
         ctx.exit(EXIT_FAILURE)
+
+
+@main.command("simulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--token", default="sim-token", show_default=True, help="The token it accepts.")
+@click.option("--survey", "surveys", multiple=True, help="An active survey id (repeatable).")
+@click.option("--directory-id", default="POOL_SimDirectory01", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds ids and faults.")
+@click.option("--links-page-size", default=100, show_default=True, type=int)
+@click.option("--rate-limit", type=int, help="Requests per minute before answering 429.")
+@click.option("--error-rate", default=0.0, type=float, help="Share of calls answered 500/503.")
+@click.option("--lost-response-rate", default=0.0, type=float, help="POSTs done but answered 504.")
+@click.option("--link-lag", help="For this long after creation, links listings omit some links.")
+@click.option("--link-lag-fraction", default=0.0, type=float)
+@click.option("--exceeded-contact-frequency-rate", default=0.0, type=float)
+@click.option("--latency", default=0.0, type=float, help="Seconds added to every call.")
+def simulator_command(
+    host: str,
+    port: int,
+    token: str,
+    surveys: tuple[str, ...],
+    directory_id: str,
+    seed: int,
+    links_page_size: int,
+    rate_limit: int | None,
+    error_rate: float,
+    lost_response_rate: float,
+    link_lag: str | None,
+    link_lag_fraction: float,
+    exceeded_contact_frequency_rate: float,
+    latency: float,
+) -> None:
+    """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account)."""
+    from linkpool.config import parse_duration
+    from linkpool.qualtrics.simulator import Faults
+    from linkpool.qualtrics.simulator.server import run_server
+
+    try:
+        lag = parse_duration(link_lag) if link_lag else None
+        faults = Faults(
+            rate_limit_per_minute=rate_limit,
+            error_rate=error_rate,
+            lost_response_rate=lost_response_rate,
+            link_lag=lag,
+            link_lag_fraction=link_lag_fraction,
+            exceeded_contact_frequency_rate=exceeded_contact_frequency_rate,
+            latency=latency,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    run_server(
+        host,
+        port,
+        token,
+        surveys,
+        directory_id,
+        faults,
+        seed=seed,
+        links_page_size=links_page_size,
+        echo=click.echo,
+    )
