@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from linkpool.errors import LinkPoolError
 from linkpool.store import Store
@@ -83,7 +83,7 @@ def export_to_file(store: Store, pool: str, path: Path, fmt: str = "csv") -> int
         raise LinkPoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with handle:
-            count = write_claims(store, pool, handle, fmt)
+            count = write_claims(store, pool, cast(TextIO, handle), fmt)
         os.replace(handle.name, path)
     except BaseException:
         os.unlink(handle.name)

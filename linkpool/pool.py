@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings, SyncSettings, load_settings
@@ -224,7 +225,7 @@ class LinkPool:
         )
 
 
-def _claim_from_row(row: Mapping[str, Any], *, replayed: bool = False) -> Claim:
+def _claim_from_row(row: Mapping[str, Any] | RowMapping, *, replayed: bool = False) -> Claim:
     return Claim(
         pool=row["pool"],
         recipient=row["recipient"],
@@ -240,7 +241,7 @@ def _claim_from_row(row: Mapping[str, Any], *, replayed: bool = False) -> Claim:
     )
 
 
-def _replay(earlier: Mapping[str, Any], request: ClaimRequest) -> Claim:
+def _replay(earlier: Mapping[str, Any] | RowMapping, request: ClaimRequest) -> Claim:
     if earlier["recipient"] != request.recipient or earlier["data"] != request.data:
         raise IdempotencyConflict(request.pool, request.key or "")
     return _claim_from_row(earlier, replayed=True)

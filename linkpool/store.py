@@ -159,9 +159,10 @@ class Store:
             count_if(links.c.writeback == WriteBack.FAILED),
         ).where(links.c.pool == pool)
         with self.read() as connection:
-            figures = [int(n) for n in connection.execute(query).one()]
+            row = connection.execute(query).one()
             live = self._live_list_ids(connection, pool)
-        return PoolCounts(*figures, lists=live)
+        names = [name for name in PoolCounts.__dataclass_fields__ if name != "lists"]
+        return PoolCounts(**{name: int(n) for name, n in zip(names, row, strict=True)}, lists=live)
 
     def _live_list_ids(self, connection: Connection, pool: str) -> tuple[str, ...]:
         query = (
@@ -613,7 +614,7 @@ class CompiledClaim:
             cursor.close()
 
 
-def _is_disconnect(engine: Engine, exc: Exception) -> bool:
+def _is_disconnect(engine: Engine, exc: Any) -> bool:
     return bool(engine.dialect.is_disconnect(exc, None, None))
 
 
