@@ -15,9 +15,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	rm -rf demo && mkdir demo
-	LINKPOOL_CONFIG=config/linkpool.example.toml LINKPOOL_DATABASE_URL=sqlite:///demo/linkpool.db $(BIN)/linkpool db upgrade
-	LINKPOOL_CONFIG=config/linkpool.example.toml LINKPOOL_DATABASE_URL=sqlite:///demo/linkpool.db $(BIN)/linkpool status
+	$(BIN)/linkpool demo --dir demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check linkpool tests bench migrations

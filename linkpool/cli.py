@@ -8,8 +8,11 @@ code: 0 ok, 1 operational failure, 2 usage or configuration error, 3 pool exhaus
 from __future__ import annotations
 
 import json
+import logging
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,9 @@ from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.pool import LinkPool
 from linkpool.qualtrics.client import QualtricsClient
+from linkpool.refill import Progress, RefillReport
+from linkpool.refill import refill as refill_pools
+from linkpool.scheduler import run_daemon
 from linkpool.status import pool_status
 from linkpool.sync import sync as sync_write_backs
 
@@ -397,3 +403,131 @@ def simulator_command(
         links_page_size=links_page_size,
         echo=click.echo,
     )
+
+
+# --- refill, the daemon and the demo -------------------------------------------------------
+
+
+@main.command("refill")
+@click.option("--pool", "pool_name", metavar="NAME", help="Refill only this pool.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what would be created and how many API calls it takes; change nothing.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_json: bool) -> None:
+    """Provision links for every pool below its low water (or only --pool NAME).
+
+    Safe to run from cron on many hosts at once: a pool another process is refilling is
+    skipped ("already running", exit 0). Exits 1 if any pool failed.
+    """
+    app = ctx.find_object(App)
+    store = app.linkpool.store
+    if dry_run:
+        report = refill_pools(app.settings, None, store, app.clock, pool_name, dry_run=True)
+    else:
+        with qualtrics_client(app) as client, refill_progress(enabled=not as_json) as progress:
+            report = refill_pools(
+                app.settings, client, store, app.clock, pool_name, progress=progress
+            )
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        print_refill_report(report)
+    ctx.exit(report.exit_code)
+
+
+@contextmanager
+def refill_progress(*, enabled: bool) -> Iterator[Progress | None]:
+    """A progress bar on stderr when it is a terminal; None (quiet) otherwise."""
+    stream = sys.stderr
+    if not enabled or not stream.isatty():
+        yield None
+        return
+    lock = threading.Lock()
+    with click.progressbar(length=1, label="provisioning links", file=stream) as bar:
+
+        def update(done: int, planned: int) -> None:
+            with lock:
+                bar.length = max(planned, 1)
+                bar.update(done - bar.pos)
+
+        yield update
+
+
+def print_refill_report(report: RefillReport) -> None:
+    if report.dry_run:
+        click.echo("dry run: nothing was changed")
+        headers = ("pool", "claimable", "unfinished", "lists to create", "links", "API calls")
+        rows = [
+            (
+                p.pool,
+                p.claimable_before,
+                p.lists_resumed,
+                p.lists_planned,
+                p.links_planned,
+                sum(p.api_calls.values()),
+            )
+            for p in report.pools
+        ]
+        click.echo(format_table(headers, rows))
+        click.echo("(API calls are an estimate; unfinished lists are resumed first)")
+        return
+    headers = (
+        "pool",
+        "claimable",
+        "lists",
+        "failed",
+        "links added",
+        "shortfall",
+        "API calls",
+        "result",
+    )
+    rows = [
+        (
+            p.pool,
+            f"{p.claimable_before} -> {p.claimable_after}",
+            p.lists_ready,
+            p.lists_failed,
+            p.links_added,
+            p.shortfall,
+            sum(p.api_calls.values()),
+            p.skipped or ("failed" if p.failed else "ok"),
+        )
+        for p in report.pools
+    ]
+    click.echo(format_table(headers, rows))
+    for pool in report.pools:
+        for error in pool.errors:
+            click.echo(f"linkpool: refill: {pool.pool}: {error}", err=True)
+
+
+@main.command("run")
+@pass_app
+def run_command(app: App) -> None:
+    """Run refill, gc and sync on their [schedule] in the foreground (for systemd).
+
+    Any number of instances may run: one leads and runs the jobs, the others take over when
+    it stops. SIGTERM or SIGINT stops it cleanly (leases released).
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_daemon(app.settings, clock=app.clock)
+
+
+@main.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo's database here (default: a temporary directory).",
+)
+def demo_command(directory: Path | None) -> None:
+    """Watch a pool's whole life against a simulated Qualtrics: no account needed."""
+    from linkpool.demo import run_demo  # the demo imports this module's table formatting
+
+    run_demo(directory, echo=click.echo)

@@ -3,16 +3,20 @@ step, lost answers, rate limits and 5xx, lagging links, concurrency and dry runs
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 
+from linkpool.cli import App, main
 from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings
 from linkpool.lease import Lease
@@ -482,3 +486,84 @@ def test_a_stop_request_leaves_lists_for_the_next_run(
 
     assert resumed.pools[0].lists_resumed == 3 and resumed.exit_code == 0
     assert_consistent(sim, store)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, sqlite_url: str, sim: Simulator, clock: ManualClock, monkeypatch: Any
+) -> Callable[..., Result]:
+    """Run ``linkpool`` in-process against the simulator and the test database."""
+    config = tmp_path / "linkpool.toml"
+    config.write_text(
+        f'[database]\nurl = "{sqlite_url}"\n\n'
+        f'[qualtrics]\nbase_url = "{sim.base_url}"\ndirectory_id = "{sim.directory_id}"\n\n'
+        f'[pools.nps]\nsurvey_id = "{SURVEY}"\ntarget_available = 10\nlow_water = 5\n'
+        f'list_size = 4\nlink_ttl = "30d"\nmin_remaining = "1d"\n\n'
+        f'[pools.off]\nsurvey_id = "{OTHER_SURVEY}"\ntarget_available = 4\nlow_water = 4\n'
+        f'list_size = 4\nlink_ttl = "30d"\nmin_remaining = "1d"\n'
+    )
+    monkeypatch.setattr("linkpool.cli.qualtrics_client", lambda app: sim.client())
+
+    def invoke(*args: str) -> Result:
+        app = App(str(config), clock=clock)
+        return CliRunner().invoke(main, ["--config", str(config), *args], obj=app)
+
+    return invoke
+
+
+def test_cli_refill_json_reports_each_pool_and_exits_1_when_one_failed(
+    cli: Callable[..., Result], sim: Simulator
+) -> None:
+    sim.set_survey_active(OTHER_SURVEY, False)
+
+    result = cli("refill", "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["pools"]["nps"]["links_added"] == 12
+    assert report["pools"]["nps"]["api_calls"][CREATE_LIST] == 3
+    assert report["pools"]["off"]["errors"]
+
+
+def test_cli_refill_one_pool_prints_a_table(cli: Callable[..., Result]) -> None:
+    result = cli("refill", "--pool", "nps")
+
+    assert result.exit_code == 0, result.output
+    assert "links added" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("nps"))
+    assert "0 -> 12" in row and row.rstrip().endswith("ok")
+    assert "off" not in result.stdout
+
+
+def test_cli_refill_already_running_exits_0(
+    cli: Callable[..., Result], store: Store, clock: ManualClock
+) -> None:
+    Lease(store, "refill:nps", clock).acquire()
+
+    result = cli("refill", "--pool", "nps", "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["pools"]["nps"]["skipped"] == "already running"
+
+
+def test_cli_refill_dry_run_changes_nothing(
+    cli: Callable[..., Result], sim: Simulator, store: Store
+) -> None:
+    result = cli("refill", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing was changed" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("nps"))
+    assert row.split()[1:5] == ["0", "0", "3", "12"]
+    assert sum(sim.calls.values()) == 0
+    assert list_rows(store) == []
+
+
+def test_cli_refill_unknown_pool_exits_2(cli: Callable[..., Result]) -> None:
+    result = cli("refill", "--pool", "nope")
+
+    assert result.exit_code == 2
+    assert "unknown pool 'nope'" in result.stderr
