@@ -93,7 +93,8 @@ class _Demo:
     def __init__(self, directory: Path, echo: Echo) -> None:
         self.echo = echo
         self.database = directory / "linkpool.db"
-        self.database.unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):  # a fresh database, even in a reused --dir
+            Path(f"{self.database}{suffix}").unlink(missing_ok=True)
         self.url = f"sqlite:///{self.database}"
         self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
         self.sim = Simulator(clock=self.clock, surveys=(SURVEY_ID,))
