@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, load_settings
@@ -37,11 +38,20 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
 
 
 class App:
-    """What commands share: settings loaded on first use, one engine, one clock."""
+    """What commands share: settings loaded on first use, one engine, one clock.
 
-    def __init__(self, config_path: str | None, clock: Clock | None = None) -> None:
+    ``transport``, when set, carries every Qualtrics request (tests mount the simulator here).
+    """
+
+    def __init__(
+        self,
+        config_path: str | None,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.config_path = config_path
         self.clock: Clock = clock or SystemClock()
+        self.transport = transport
 
     @cached_property
     def settings(self) -> Settings:
@@ -222,7 +232,15 @@ def export(app: App, pool: str, fmt: str, output: Path | None) -> None:
 
 def qualtrics_client(app: App) -> QualtricsClient:
     """A client from ``[qualtrics]`` (the token from its environment variable)."""
-    return QualtricsClient.from_settings(app.settings.require_qualtrics(), clock=app.clock)
+    return QualtricsClient.from_settings(
+        app.settings.require_qualtrics(), transport=app.transport, clock=app.clock
+    )
+
+
+def check_access(client: QualtricsClient) -> None:
+    """One cheap read before anything is written: a wrong token, base_url or directory_id
+    fails here as one clear error, not after a list was planned in the database."""
+    next(iter(client.iter_mailing_lists()), None)
 
 
 @main.command("gc")
@@ -425,10 +443,13 @@ def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_
     """
     app = ctx.find_object(App)
     store = app.linkpool.store
+    if pool_name is not None:
+        app.linkpool.pool(pool_name)  # an unknown name fails before any call to Qualtrics
     if dry_run:
         report = refill_pools(app.settings, None, store, app.clock, pool_name, dry_run=True)
     else:
         with qualtrics_client(app) as client, refill_progress(enabled=not as_json) as progress:
+            check_access(client)
             report = refill_pools(
                 app.settings, client, store, app.clock, pool_name, progress=progress
             )

@@ -297,8 +297,10 @@ class _Parser:
             )
         token_env = self.value(table, p, "api_token_env", str, "QUALTRICS_API_TOKEN")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", token_env):
-            raise self.fail(
-                f"{p}.api_token_env", f"{token_env!r} is not an environment variable name"
+            raise self.fail(  # never echo the value: it may be the token itself
+                f"{p}.api_token_env",
+                "is not an environment variable name: give the NAME of the variable "
+                "that holds the token, never the token itself",
             )
         timeout = self.duration(table, p, "timeout", timedelta(seconds=30))
         return QualtricsSettings(

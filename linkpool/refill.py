@@ -514,7 +514,10 @@ class _PoolRefill:
     def _provision_all(self, list_ids: list[int]) -> None:
         sizes = [self.store.get_list(list_id)["size"] for list_id in list_ids]
         self.ctx.progress.add(planned=sum(sizes))
-        workers = min(self.ctx.workers, len(list_ids))
+        # Twice the client's concurrency: while some lists wait for their import (sleeping, not
+        # holding a request slot), others use the slots. The client still caps requests in
+        # flight at max_concurrency.
+        workers = min(2 * self.ctx.workers, len(list_ids))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refill-list") as pool:
             list(pool.map(self._provision_one, list_ids, sizes))
 
@@ -602,6 +605,8 @@ class _PoolRefill:
                 description=row["name"],
                 expires_at=expires_at,
             )
+        except (BadRequest, NotFound) as exc:
+            raise _survey_refused(exc, row["survey_id"]) from None
         except OutcomeUnknown:
             found = self._find_distributions(row["survey_id"], {row["name"]})
             if row["name"] not in found:
@@ -769,6 +774,20 @@ class _PoolRefill:
             r.duration_s,
             f", {len(r.errors)} error(s)" if r.errors else "",
         )
+
+
+def _survey_refused(error: BadRequest | NotFound, survey_id: str) -> QualtricsError:
+    """The distribution is the first call that names the survey: say which setting to fix."""
+    return type(error)(
+        f"Qualtrics refused to make links for survey {survey_id}: check the pool's survey_id "
+        "and that the survey is active",
+        status_code=error.status_code,
+        error_code=error.error_code,
+        error_message=error.error_message,
+        request_id=error.request_id,
+        method=error.method,
+        endpoint=error.endpoint,
+    )
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -1,0 +1,341 @@
+"""Bad input through the ``linkpool`` command, one case each (issue 6).
+
+Every case checks the same contract: the documented exit code, exactly one line on stderr
+naming the problem and the fix, no traceback, nothing half-written (no new rows in ``lists`` or
+``links``, no live mailing list left on the simulator) and the API token nowhere in the output.
+Qualtrics is the simulator, in-process, mounted on the CLI's client through ``App.transport``.
+
+Cases already covered in ``test_cli.py`` (unknown pool for claim/export, the basic ``--data``
+mistakes, an unmigrated database for status/claim/export) and ``test_config.py`` (each parser
+rule) are not repeated; here they are driven through the commands that talk to Qualtrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from linkpool import config
+from linkpool.cli import App, main
+from linkpool.clock import ManualClock
+from linkpool.qualtrics.simulator import Simulator
+from linkpool.store import Store
+from tests.conftest import SeedLinks
+
+TOKEN = "tok-SECRET-7f3a9c2e"
+WRONG_TOKEN = "tok-WRONG-51d0b8aa"
+TOKEN_ENV = "LINKPOOL_TEST_TOKEN"
+SURVEY = "SV_SimSurvey0001"
+DIRECTORY = "POOL_SimDirectory01"
+
+Run = Callable[..., Result]
+
+
+def config_text(
+    database_url: str,
+    *,
+    base_url: str,
+    survey_id: str = SURVEY,
+    directory_id: str = DIRECTORY,
+) -> str:
+    return f"""
+[database]
+url = "{database_url}"
+
+[qualtrics]
+base_url = "{base_url}"
+directory_id = "{directory_id}"
+api_token_env = "{TOKEN_ENV}"
+max_retries = 2
+
+[pools.nps]
+survey_id = "{survey_id}"
+target_available = 20
+low_water = 10
+list_size = 20
+"""
+
+
+class UnreachableElsewhere(httpx.BaseTransport):
+    """The simulator for its own host; a connection error for any other (a wrong datacenter)."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.host = httpx.URL(simulator.base_url).host
+        self.inner = simulator.transport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host != self.host:
+            raise httpx.ConnectError(f"[Errno -2] Name or service not known: {request.url.host}")
+        return self.inner.handle_request(request)
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.CONFIG_ENV, raising=False)
+    monkeypatch.delenv(config.DATABASE_URL_ENV, raising=False)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+
+@pytest.fixture
+def simulator(clock: ManualClock) -> Simulator:
+    sim = Simulator(token=TOKEN, directory_id=DIRECTORY, surveys=[SURVEY], clock=clock)
+    sim.add_survey("SV_Inactive000001", active=False)
+    return sim
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, sqlite_url: str, simulator: Simulator) -> Callable[..., Path]:
+    def write(text: str | None = None, **options: str) -> Path:
+        path = tmp_path / "linkpool.toml"
+        options.setdefault("base_url", simulator.base_url)
+        path.write_text(text or config_text(sqlite_url, **options), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run(write_config: Callable[..., Path], simulator: Simulator, clock: ManualClock) -> Run:
+    """``linkpool ARGS`` with the test clock and the simulator behind the Qualtrics client."""
+
+    def invoke(*args: str, path: Path | None = None) -> Result:
+        app = App(
+            str(path or write_config()), clock=clock, transport=UnreachableElsewhere(simulator)
+        )
+        return CliRunner().invoke(main, list(args), obj=app)
+
+    return invoke
+
+
+def row_counts(url: str) -> tuple[int, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            lists = connection.execute(sa.text("SELECT count(*) FROM lists")).scalar_one()
+            links = connection.execute(sa.text("SELECT count(*) FROM links")).scalar_one()
+    finally:
+        engine.dispose()
+    return lists, links
+
+
+def assert_one_clean_line(result: Result, exit_code: int) -> str:
+    """The documented exit code, one line on stderr, no traceback, no token. Returns the line."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    everything = result.stdout + result.stderr
+    assert "Traceback" not in everything
+    assert TOKEN not in everything
+    assert WRONG_TOKEN not in everything
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_malformed_toml_exits_2_naming_the_file(run: Run, write_config, simulator) -> None:
+    path = write_config('[pools.nps\nsurvey_id = "SV_SimSurvey0001"\n')
+
+    line = assert_one_clean_line(run("refill", path=path), 2)
+
+    assert str(path) in line
+    assert "not valid TOML" in line
+    assert not simulator.calls
+
+
+@pytest.mark.parametrize(
+    ("mistake", "key"),
+    [
+        ({"low_water = 10": "low_water = 30"}, "pools.nps.low_water"),
+        ({"list_size = 20": "list_size = 10001"}, "pools.nps.list_size"),
+        ({"list_size = 20": 'list_size = "20"'}, "pools.nps.list_size"),
+        ({"list_size = 20": 'list_size = 20\nmin_remaining = "60d"'}, "pools.nps.min_remaining"),
+        ({"list_size = 20": 'list_size = 20\nlink_ttl = "60 days"'}, "pools.nps.link_ttl"),
+        ({"list_size = 20": "list_size = 20\ncolour = 1"}, "pools.nps.colour"),
+        ({f'"{SURVEY}"': '"SIM-SURVEY"'}, "pools.nps.survey_id"),
+        ({f'"{DIRECTORY}"': '"DIR_1"'}, "qualtrics.directory_id"),
+        ({"max_retries = 2": "max_retries = -1"}, "qualtrics.max_retries"),
+        ({"max_retries = 2": 'datacenter = "iad1"'}, "qualtrics.datacenter"),
+        (
+            {f'api_token_env = "{TOKEN_ENV}"': f'api_token_env = "{TOKEN}"'},
+            "qualtrics.api_token_env",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_invalid_config_value_exits_2_naming_file_and_key(
+    run: Run, write_config, simulator, sqlite_url: str, mistake: dict[str, str], key: str
+) -> None:
+    text = config_text(sqlite_url, base_url=simulator.base_url)
+    for old, new in mistake.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = write_config(text)
+
+    line = assert_one_clean_line(run("refill", path=path), 2)
+
+    assert str(path) in line
+    assert key in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert not simulator.calls
+
+
+def test_missing_token_variable_exits_2_naming_the_variable(
+    run: Run, monkeypatch: pytest.MonkeyPatch, simulator, sqlite_url: str
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV)
+
+    for command in ("refill", "gc", "sync"):
+        line = assert_one_clean_line(run(command), 2)
+        assert TOKEN_ENV in line
+        assert "set the environment variable" in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert not simulator.calls
+
+
+# --- Qualtrics refusing or unreachable ------------------------------------------------------
+
+
+def test_wrong_token_exits_1_saying_to_check_the_token(
+    run: Run, monkeypatch: pytest.MonkeyPatch, simulator, sqlite_url: str
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, WRONG_TOKEN)
+
+    line = assert_one_clean_line(run("refill"), 1)
+
+    assert "refused the API token" in line
+    assert "api_token_env" in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert simulator.mailing_lists() == {}
+
+
+def test_wrong_datacenter_exits_1_saying_qualtrics_is_unreachable(
+    run: Run, write_config, simulator, sqlite_url: str
+) -> None:
+    path = write_config(base_url="https://zz9.qualtrics.com/API/v3")
+
+    line = assert_one_clean_line(run("refill", path=path), 1)
+
+    assert "cannot be reached" in line
+    assert "base_url or datacenter" in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert not simulator.calls
+
+
+def test_unknown_directory_exits_1_naming_directory_id(
+    run: Run, write_config, simulator, sqlite_url: str
+) -> None:
+    path = write_config(directory_id="POOL_NotOurDirectory")
+
+    line = assert_one_clean_line(run("refill", path=path), 1)
+
+    assert "directory_id" in line
+    assert "POOL_NotOurDirectory" in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert simulator.mailing_lists() == {}
+
+
+@pytest.mark.parametrize(
+    ("survey_id", "said"),
+    [("SV_NoSuchSurvey01", "Survey not found"), ("SV_Inactive000001", "is not active")],
+    ids=["unknown", "inactive"],
+)
+def test_unusable_survey_exits_1_and_leaves_nothing_behind(
+    run: Run, write_config, simulator, store: Store, survey_id: str, said: str
+) -> None:
+    path = write_config(survey_id=survey_id)
+
+    line = assert_one_clean_line(run("refill", path=path), 1)
+
+    assert "nps" in line
+    assert said in line
+    assert "survey_id" in line
+    assert simulator.mailing_lists() == {}  # the list made before the survey refused: deleted
+    assert simulator.distributions() == {}
+    lists = store.lists_in_states(
+        ("planned", "list_created", "importing", "imported", "distributed", "ready")
+    )
+    assert lists == []  # only the failed list's record stays, marked deleted, for gc's audit
+    assert store.counts("nps", simulator.clock.now(), timedelta(0)).available == 0
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["status", "refill", "db"])
+def test_database_that_does_not_connect_exits_1(
+    run: Run, write_config, simulator, command: str
+) -> None:
+    path = write_config(
+        config_text("postgresql://nobody@127.0.0.1:1/x", base_url=simulator.base_url)
+    )
+    args = ("db", "upgrade") if command == "db" else (command,)
+
+    line = assert_one_clean_line(run(*args, path=path), 1)
+
+    assert "database" in line
+    assert "check [database] url" in line
+    assert not simulator.calls
+
+
+@pytest.mark.parametrize("command", ["refill", "gc", "sync"])
+def test_unmigrated_database_exits_1_before_calling_qualtrics(
+    run: Run, write_config, simulator, tmp_path: Path, command: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'unmigrated.db'}"
+    path = write_config(config_text(url, base_url=simulator.base_url))
+
+    line = assert_one_clean_line(run(command, path=path), 1)
+
+    assert "linkpool db upgrade" in line
+    assert not simulator.calls
+
+
+# --- claim and pool names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"score": NaN}', "not JSON-serialisable"),
+        ("{'single': 'quotes'}", "not valid JSON"),
+        (json.dumps({"blob": "é" * (40 * 1024)}, ensure_ascii=False), "64 KiB"),
+    ],
+    ids=["nan", "python-dict", "oversized-in-bytes"],
+)
+def test_claim_data_that_is_not_json_or_too_big_exits_2_claiming_nothing(
+    run: Run,
+    store: Store,
+    seed: SeedLinks,
+    clock: ManualClock,
+    sqlite_url: str,
+    data: str,
+    message: str,
+) -> None:
+    seed(store, "nps", 3, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
+
+    line = assert_one_clean_line(run("claim", "nps", "--recipient", "cust-1", "--data", data), 2)
+
+    assert "--data" in line or "data" in line
+    assert message in line
+    assert store.counts("nps", clock.now(), timedelta(0)).claimed == 0
+
+
+@pytest.mark.parametrize("pool", ["nope", ""], ids=["unknown", "empty"])
+def test_refill_pool_naming_no_pool_exits_2_listing_the_pools(
+    run: Run, simulator, sqlite_url: str, pool: str
+) -> None:
+    for args in (("refill", "--pool", pool), ("refill", "--dry-run", "--pool", pool)):
+        line = assert_one_clean_line(run(*args), 2)
+        assert f"unknown pool {pool!r}" in line
+        assert "configured pools: nps" in line
+    assert row_counts(sqlite_url) == (0, 0)
+    assert not simulator.calls
