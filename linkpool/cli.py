@@ -536,7 +536,8 @@ def run_command(app: App) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "apscheduler"):  # one line per job run is ours to write
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     run_daemon(app.settings, clock=app.clock)
 
 

@@ -27,7 +27,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from linkpool.clock import Clock, SystemClock
-from linkpool.config import ScheduleSettings, Settings
+from linkpool.config import ScheduleSettings, Settings, format_duration
 from linkpool.db import check_migrated, create_engine
 from linkpool.errors import LeaseHeld, LeaseLost, LinkPoolError
 from linkpool.lease import Lease
@@ -239,9 +239,9 @@ def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     logger.info(
         "linkpool daemon started: refill every %s, gc every %s, sync every %s",
-        settings.schedule.refill_interval,
-        settings.schedule.gc_interval,
-        settings.schedule.sync_interval,
+        format_duration(settings.schedule.refill_interval),
+        format_duration(settings.schedule.gc_interval),
+        format_duration(settings.schedule.sync_interval),
     )
     try:
         scheduler.start()
