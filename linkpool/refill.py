@@ -554,11 +554,12 @@ class _PoolRefill:
         try:
             mailing_list_id = self.client.create_mailing_list(row["name"])
         except OutcomeUnknown:
-            mailing_list_id = self._find_mailing_lists({row["name"]}).get(row["name"])
-            if mailing_list_id is None:
+            found = self._find_mailing_lists({row["name"]})
+            if row["name"] not in found:
                 raise _CannotComplete(
                     "creating the mailing list got no answer and no list of its name exists"
                 ) from None
+            mailing_list_id = found[row["name"]]
         self._count("lists_created")
         self._advance(row, ListState.LIST_CREATED, mailing_list_id=mailing_list_id)
 
