@@ -116,6 +116,14 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 pass_app = click.make_pass_decorator(App)
 
 
+def current_app(ctx: click.Context) -> App:
+    """The App of a command that needs its click context too (exit codes, confirmations)."""
+    app = ctx.find_object(App)
+    if app is None:
+        raise click.UsageError("linkpool commands run under the `linkpool` group")
+    return app
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
@@ -266,7 +274,7 @@ def gc_command(
         raise click.UsageError("--delete only goes with --orphans")
     if delete and dry_run:
         raise click.UsageError("--delete and --dry-run contradict each other")
-    app = ctx.find_object(App)
+    app = current_app(ctx)
     store = app.linkpool.store
     with qualtrics_client(app) as client:
         if orphans:
@@ -344,7 +352,7 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
 
     Exits 1 if a write-back was given up in this run (see `status`; retry with --retry-failed).
     """
-    app = ctx.find_object(App)
+    app = current_app(ctx)
     store = app.linkpool.store
     with qualtrics_client(app) as client:
         report = sync_write_backs(app.settings, client, store, app.clock, retry_failed)
@@ -441,7 +449,7 @@ def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_
     Safe to run from cron on many hosts at once: a pool another process is refilling is
     skipped ("already running", exit 0). Exits 1 if any pool failed.
     """
-    app = ctx.find_object(App)
+    app = current_app(ctx)
     store = app.linkpool.store
     if pool_name is not None:
         app.linkpool.pool(pool_name)  # an unknown name fails before any call to Qualtrics
@@ -479,6 +487,8 @@ def refill_progress(*, enabled: bool) -> Iterator[Progress | None]:
 
 
 def print_refill_report(report: RefillReport) -> None:
+    headers: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
     if report.dry_run:
         click.echo("dry run: nothing was changed")
         headers = ("pool", "claimable", "unfinished", "lists to create", "links", "API calls")
