@@ -20,6 +20,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check linkpool tests bench migrations
 	$(BIN)/ruff format --check linkpool tests bench migrations
+	$(BIN)/mypy linkpool
 
 test: lint
 	$(BIN)/pytest
