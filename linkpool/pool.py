@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,8 +84,9 @@ def canonical_json(data: Mapping[str, Any] | None) -> str | None:
 
 
 class LinkPool:
-    """Claims links from the pools of one database. Safe to share between threads; each
-    process builds its own (engines do not survive ``fork``)."""
+    """Claims links from the pools of one database. Safe to share between threads. A process
+    forked after it was built (a pre-forking web server) drops the parent's connections on its
+    first claim and opens its own."""
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class LinkPool:
         # For claim(..., sync=True): a client given, or one built on first use from ``qualtrics``.
         self._client = client
         self._owns_client = False
+        self._client_lock = threading.Lock()
         self._qualtrics = qualtrics
         self.sync_settings = sync or SyncSettings()
         if check_schema:
@@ -157,20 +160,23 @@ class LinkPool:
 
     def qualtrics_client(self) -> QualtricsClient:
         """The client for inline write-backs; ConfigError without a [qualtrics] table."""
-        if self._client is None:
-            from linkpool.qualtrics.client import QualtricsClient
+        with self._client_lock:
+            if self._client is None:
+                from linkpool.qualtrics.client import QualtricsClient
 
-            if self._qualtrics is None:
-                raise ConfigError("claim(..., sync=True) needs a [qualtrics] table or a client")
-            self._client = QualtricsClient.from_settings(self._qualtrics, clock=self.clock)
-            self._owns_client = True
-        return self._client
+                if self._qualtrics is None:
+                    raise ConfigError("claim(..., sync=True) needs a [qualtrics] table or a client")
+                self._client = QualtricsClient.from_settings(self._qualtrics, clock=self.clock)
+                self._owns_client = True
+            return self._client
 
     def _claim(
         self, pool: str, *, recipient: str, key: str | None, data: Mapping[str, Any] | None
     ) -> Claim:
         settings = self.pool(pool)
         request = self._request(settings, recipient, key, data)
+        if os.getpid() != self._pid:
+            self._adopt_after_fork()
         try:
             row = self.store.claim(request)
         except sa.exc.IntegrityError:
@@ -183,6 +189,11 @@ class LinkPool:
                 return _replay(earlier, request)
         counts = self.counts(pool)
         raise PoolExhausted(pool, too_old=counts.too_old)
+
+    def _adopt_after_fork(self) -> None:
+        """Forget the parent's pooled connections without closing them under its feet."""
+        self.engine.dispose(close=False)
+        self._pid = os.getpid()
 
     def counts(self, pool: str) -> PoolCounts:
         settings = self.pool(pool)

@@ -94,3 +94,22 @@ def test_race_on_sqlite_file_database(sqlite_url: str) -> None:
 def test_race_on_postgres(pg_engine, postgres_url: str) -> None:
     seeded = seed_pool(postgres_url)
     assert_each_link_once(seeded, race(postgres_url))
+
+
+def claim_in_forked_child(lp: LinkPool, results) -> None:
+    results.put(lp.claim("race", recipient="child").link_id)
+
+
+def test_a_forked_child_claims_on_its_own_connections(sqlite_url: str) -> None:
+    seed_pool(sqlite_url)
+    with LinkPool(database_url=sqlite_url, pools=[POOL]) as lp:
+        parent_claim = lp.claim("race", recipient="parent").link_id
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=claim_in_forked_child, args=(lp, results))
+        child.start()
+        child_claim = results.get(timeout=30)
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        assert child_claim != parent_claim
+        assert lp.claim("race", recipient="parent-again").link_id not in {parent_claim, child_claim}
