@@ -529,6 +529,8 @@ class _PoolRefill:
                 logger.warning(
                     "refill %s: list %d was taken by another job", self.pool.name, list_id
                 )
+            except _Stopped:
+                logger.info("refill %s: list %d left for the next run", self.pool.name, list_id)
             except _PERMANENT as exc:
                 self._abandon(list_id, exc)
             except Exception as exc:  # noqa: BLE001 - reported; the list is resumed next run
