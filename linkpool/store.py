@@ -107,11 +107,13 @@ class Store:
             sa.select(links.c.id)
             .where(
                 links.c.pool == sa.bindparam("p_pool"),
-                links.c.status == LinkStatus.AVAILABLE,
+                # Literals, not parameters: a prepared (generic) plan can only use the partial
+                # index and stop after one row when the planner sees these values.
+                links.c.status == sa.literal_column(f"'{LinkStatus.AVAILABLE}'"),
                 links.c.expires_at >= sa.bindparam("p_cutoff", type_=UTCDateTime),
             )
             .order_by(links.c.expires_at)
-            .limit(1)
+            .limit(sa.literal_column("1"))
         )
         if self._postgres:
             candidate = candidate.with_for_update(skip_locked=True)
