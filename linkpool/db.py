@@ -25,7 +25,14 @@ from sqlalchemy.engine import Connection, Engine
 from linkpool.config import normalize_database_url
 from linkpool.errors import DatabaseError, SchemaNotMigrated
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+def _migrations_dir() -> Path:
+    """``migrations/`` of a checkout, else the copy a wheel carries as ``linkpool/_migrations``."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "migrations"
+    return checkout if (checkout / "env.py").is_file() else package / "_migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _IMMEDIATE = "linkpool_immediate"
 
