@@ -126,16 +126,13 @@ def collect(
     Raises LeaseHeld when another gc is running, LeaseLost if one takes over meanwhile.
     """
     report = GcReport(dry_run=dry_run)
-    before = Counter(client.calls)
     reaper = _Reaper(settings, client, store, clock, report, stale_after=stale_after)
-    try:
+    with client.tally(report.api_calls):
         if dry_run:
             reaper.plan()
         else:
             with Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease:
                 reaper.run(lease)
-    finally:
-        report.api_calls = Counter(client.calls) - before
     return report
 
 
@@ -382,24 +379,20 @@ def delete_orphans(
 ) -> OrphanReport:
     """Delete the given orphan lists, under the gc lease, re-checking each is still unknown."""
     report = OrphanReport(orphans=list(orphans))
-    before = Counter(client.calls)
-    try:
-        with Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease:
-            for orphan in report.orphans:
-                lease.renew()
-                known_ids, known_names = store.known_mailing_lists()
-                if orphan.mailing_list_id in known_ids or orphan.name in known_names:
-                    continue
-                try:
-                    _delete(client.delete_mailing_list, orphan.mailing_list_id)
-                except AuthError:
-                    raise
-                except QualtricsError as exc:
-                    report.errors.append(f"orphan {orphan.mailing_list_id}: {exc}")
-                else:
-                    report.deleted += 1
-    finally:
-        report.api_calls = Counter(client.calls) - before
+    with client.tally(report.api_calls), Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease:
+        for orphan in report.orphans:
+            lease.renew()
+            known_ids, known_names = store.known_mailing_lists()
+            if orphan.mailing_list_id in known_ids or orphan.name in known_names:
+                continue
+            try:
+                _delete(client.delete_mailing_list, orphan.mailing_list_id)
+            except AuthError:
+                raise
+            except QualtricsError as exc:
+                report.errors.append(f"orphan {orphan.mailing_list_id}: {exc}")
+            else:
+                report.deleted += 1
     return report
 
 

@@ -37,9 +37,8 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,7 +275,6 @@ def refill(
         client=client,
         store=store,
         clock=clock,
-        calls=_attributed_calls(client),
         progress=_ProgressTotals(progress),
         workers=settings.require_qualtrics().max_concurrency,
         links_wait=links_wait,
@@ -332,41 +330,6 @@ _PERMANENT = (BadRequest, NotFound, _CannotComplete)
 """Errors after which a list is abandoned; any other error leaves it for the next run."""
 
 
-class _AttributedCalls(Counter[str]):
-    """``client.calls``, also tallied per pool.
-
-    The client counts each request in the thread that sends it (under its own lock), so a
-    thread-local tally attributes every call, retries included, to the pool that thread works
-    for, although pools share one client (and so one rate limit).
-    """
-
-    def __init__(self, *args: Any) -> None:
-        self._local = threading.local()
-        super().__init__(*args)
-
-    def __setitem__(self, key: str, value: int) -> None:
-        added = value - self.get(key, 0)
-        super().__setitem__(key, value)
-        tally = getattr(self._local, "tally", None)
-        if tally is not None and added > 0:
-            tally[key] += added
-
-    @contextmanager
-    def attributed_to(self, tally: Counter[str]) -> Iterator[None]:
-        previous = getattr(self._local, "tally", None)
-        self._local.tally = tally
-        try:
-            yield
-        finally:
-            self._local.tally = previous
-
-
-def _attributed_calls(client: QualtricsClient) -> _AttributedCalls:
-    if not isinstance(client.calls, _AttributedCalls):
-        client.calls = _AttributedCalls(client.calls)
-    return client.calls
-
-
 class _ProgressTotals:
     """Sums progress across the pools' threads for one callback."""
 
@@ -391,7 +354,6 @@ class _Run:
     client: QualtricsClient
     store: Store
     clock: Clock
-    calls: _AttributedCalls
     progress: _ProgressTotals
     workers: int
     links_wait: timedelta
@@ -409,13 +371,12 @@ class _PoolRefill:
         self.clock = run.clock
         self.lease = Lease(run.store, f"refill:{pool.name}", run.clock, ttl=LEASE_TTL)
         self.report = PoolReport(pool.name)
-        self.tally: Counter[str] = Counter()
         self.expected_links: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def run(self) -> PoolReport:
         started = self.clock.monotonic()
-        with self.ctx.calls.attributed_to(self.tally):
+        with self.client.tally(self.report.api_calls):
             try:
                 self.report.claimable_before = self._claimable()
                 if self.lease.acquire():
@@ -428,7 +389,6 @@ class _PoolRefill:
                 self.report.claimable_after = self._claimable()
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
-        self.report.api_calls = Counter(self.tally)
         self.report.duration_s = self.clock.monotonic() - started
         self._log()
         return self.report
@@ -522,7 +482,7 @@ class _PoolRefill:
             list(pool.map(self._provision_one, list_ids, sizes))
 
     def _provision_one(self, list_id: int, size: int) -> None:
-        with self.ctx.calls.attributed_to(self.tally):
+        with self.client.tally(self.report.api_calls):  # a worker thread: its calls count too
             try:
                 self._provision(list_id)
             except _ListTaken:

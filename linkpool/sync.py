@@ -101,28 +101,29 @@ def sync(
     """Push every due write-back once. Raises LeaseHeld when another sync is running, and
     AuthError (after saving what was done) when Qualtrics refuses the token."""
     report = SyncReport()
-    before = Counter(client.calls)
     writer = Writer(client, settings.pools, settings.sync, clock)
     workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
-    try:
-        with (
-            Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease,
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="linkpool-sync") as pool,
-        ):
-            if retry_failed:
-                report.requeued = store.requeue_failed_writebacks(now=clock.now())
-            attempted: set[int] = set()
-            while True:
-                due = store.due_writebacks(now=clock.now(), limit=batch_size)
-                batch = [row for row in due if row["id"] not in attempted]
-                if not batch:
-                    break
-                attempted.update(row["id"] for row in batch)
-                results = list(pool.map(writer.attempt, batch))
-                _save(store, report, results)
-                lease.renew()
-    finally:
-        report.api_calls = Counter(client.calls) - before
+
+    def attempt(row: RowMapping) -> Outcome | AuthError:
+        with client.tally(report.api_calls):  # in a worker thread
+            return writer.attempt(row)
+
+    with (
+        Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="linkpool-sync") as pool,
+    ):
+        if retry_failed:
+            report.requeued = store.requeue_failed_writebacks(now=clock.now())
+        attempted: set[int] = set()
+        while True:
+            due = store.due_writebacks(now=clock.now(), limit=batch_size)
+            batch = [row for row in due if row["id"] not in attempted]
+            if not batch:
+                break
+            attempted.update(row["id"] for row in batch)
+            results = list(pool.map(attempt, batch))
+            _save(store, report, results)
+            lease.renew()
     return report
 
 

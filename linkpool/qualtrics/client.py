@@ -5,6 +5,10 @@ is safe, and turned into a typed error from ``linkpool.errors`` when it fails. E
 and ``repr(client)`` name the method and the *templated* endpoint
 (``GET /directories/{directoryId}/mailinglists``), never the token or a URL's query string.
 
+Every attempt (retries included) is counted in ``client.calls``, keyed by templated endpoint;
+``with client.tally() as calls:`` also counts the attempts the current thread makes inside the
+block, so jobs sharing one client each report their own calls.
+
 Retries: GET, PUT and DELETE are retried on 429, 5xx, timeouts and connection errors. A POST is
 retried only when Qualtrics certainly did not act on it: a 429, or a connection that was never
 established. A POST that times out, loses its connection or gets a 5xx raises ``OutcomeUnknown``.
@@ -17,6 +21,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -96,6 +101,13 @@ class ImportStatus:
         return self.percent_complete >= 100
 
 
+class _Tallies(threading.local):
+    """The Counters of the ``tally`` blocks the current thread is in, innermost last."""
+
+    def __init__(self) -> None:
+        self.stack: list[Counter[str]] = []
+
+
 class QualtricsClient:
     """A thread-safe client for the Qualtrics v3 calls linkpool uses.
 
@@ -131,6 +143,7 @@ class QualtricsClient:
             clock=self._clock,
         )
         self._calls_lock = threading.Lock()
+        self._tallies = _Tallies()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -179,6 +192,22 @@ class QualtricsClient:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    @contextmanager
+    def tally(self, calls: Counter[str] | None = None) -> Iterator[Counter[str]]:
+        """Count into ``calls`` (a new Counter if None) every attempt this thread makes inside
+        the block, keyed like ``client.calls``.
+
+        Blocks nest (each enclosing tally counts too) and are per thread: a worker thread
+        enters the block itself, with the same Counter, to have its calls counted there.
+        Counters are updated under the client's lock, so threads may share one.
+        """
+        calls = Counter() if calls is None else calls
+        self._tallies.stack.append(calls)
+        try:
+            yield calls
+        finally:
+            self._tallies.stack.pop()
 
     # --- calls ---
 
@@ -407,8 +436,7 @@ class QualtricsClient:
         attempt: int,
     ) -> httpx.Response:
         with self._throttle.slot():
-            with self._calls_lock:
-                self.calls[f"{method} {template}"] += 1
+            self._count(f"{method} {template}")
             try:
                 response = self._http.request(method, url, json=json, params=params)
             except httpx.TransportError as exc:
@@ -418,6 +446,13 @@ class QualtricsClient:
                 raise
         logger.debug("%s %s → %d (attempt %d)", method, template, response.status_code, attempt)
         return response
+
+    def _count(self, endpoint: str) -> None:
+        tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once
+        with self._calls_lock:
+            self.calls[endpoint] += 1
+            for calls in tallies.values():
+                calls[endpoint] += 1
 
     def _success_body(
         self, response: httpx.Response, body: Any, method: str, template: str

@@ -6,7 +6,8 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -546,6 +547,53 @@ def test_requests_in_flight_never_exceed_max_concurrency(api, clock):
 
     assert peak == max_concurrency
     assert client.calls == {"GET /whoami": callers}
+
+
+def test_tallies_count_each_threads_calls_apart(api, client):
+    api.get("/whoami").mock(return_value=ok({"userId": "U"}))
+    api.get(f"{LISTS}/{LIST_ID}").mock(return_value=ok({"mailingListId": LIST_ID}))
+    both_inside = threading.Barrier(2, timeout=5)
+    tallies: dict[str, Counter[str]] = {}
+
+    def job(name: str, call: Callable[[], object], times: int) -> None:
+        with client.tally() as calls:
+            both_inside.wait()  # both blocks are open while either thread calls
+            for _ in range(times):
+                call()
+            both_inside.wait()
+        tallies[name] = calls
+
+    with client.tally() as outside:
+        threads = [
+            threading.Thread(target=job, args=("a", client.whoami, 3)),
+            threading.Thread(target=job, args=("b", lambda: client.get_mailing_list(LIST_ID), 2)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client.whoami()
+
+    assert tallies == {
+        "a": {"GET /whoami": 3},
+        "b": {"GET /directories/{directoryId}/mailinglists/{mailingListId}": 2},
+    }
+    assert outside == {"GET /whoami": 1}
+    assert client.calls == {
+        "GET /whoami": 4,
+        "GET /directories/{directoryId}/mailinglists/{mailingListId}": 2,
+    }
+
+
+def test_tallies_nest_count_retries_and_count_a_counter_once(api, client):
+    api.get("/whoami").mock(side_effect=[failure(503), ok({"userId": "U"}), ok({"userId": "U"})])
+    with client.tally() as outer:
+        client.whoami()  # a 503, then the retry
+        with client.tally() as inner, client.tally(outer):
+            client.whoami()
+
+    assert outer == {"GET /whoami": 3}
+    assert inner == {"GET /whoami": 1}
 
 
 # --- the token stays secret ---
