@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -123,6 +124,11 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def requests_in_flight() -> int:
+    """Requests the in-process simulator server is still handling (one thread each)."""
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
 
 
 def assert_clean_output(text: str) -> None:

@@ -30,17 +30,17 @@ CLAIMS = [
 
 
 @pytest.fixture
-def simulator() -> Iterator[SimulatorProcess]:
+def served() -> Iterator[SimulatorProcess]:
     with simulator_process() as simulator:
-        yield simulator
+        yield simulator  # a linkpool simulator subprocess
 
 
 @pytest.fixture
-def config(tmp_path: Path, simulator: SimulatorProcess) -> Path:
+def config(tmp_path: Path, served: SimulatorProcess) -> Path:
     return write_config(
         tmp_path,
         database_url=f"sqlite:///{tmp_path / 'linkpool.db'}",
-        base_url=simulator.base_url,
+        base_url=served.base_url,
         pools=[POOL],
     )
 
@@ -55,7 +55,7 @@ def claim_args(recipient: str, key: str | None, data: dict | None) -> list[str]:
 
 
 def test_the_cli_from_an_empty_database_to_synced_claims(
-    config: Path, simulator: SimulatorProcess
+    config: Path, served: SimulatorProcess
 ) -> None:
     upgraded = run_cli(config, "db", "upgrade")
     assert upgraded.returncode == 0, describe(upgraded)
@@ -85,7 +85,7 @@ def test_the_cli_from_an_empty_database_to_synced_claims(
     urls.append(plain.stdout.strip())
     assert urls[-1].startswith("https://") and urls[-1] not in urls[:-1]
     for url in urls:
-        assert simulator.open_link(url) == {"ok": True, "reason": "ok"}
+        assert served.open_link(url) == {"ok": True, "reason": "ok"}
 
     status = run_json(config, "status")["pools"][POOL.name]
     assert status["claimed"] == 4 and status["claimable"] == 150 - 4
@@ -103,7 +103,7 @@ def test_the_cli_from_an_empty_database_to_synced_claims(
 
     synced = run_json(config, "sync")
     assert synced["written"] == 4 and synced["failed"] == 0 and synced["errors"] == []
-    contact = simulator.api(
+    contact = served.api(
         "GET",
         f"/directories/{DIRECTORY_ID}/mailinglists/{by_recipient['cust-2']['mailing_list_id']}"
         f"/contacts/{by_recipient['cust-2']['contact_id']}",
@@ -122,7 +122,7 @@ def test_the_cli_from_an_empty_database_to_synced_claims(
     second = run_json(config, "refill")["pools"][POOL.name]
     assert second["lists_created"] == 0 and second["claimable_after"] == 150 - 4
     for url in urls:
-        assert simulator.open_link(url)["ok"]
+        assert served.open_link(url)["ok"]
 
     unknown = run_cli(config, "claim", "no-such-pool", "--recipient", "cust-9")
     assert unknown.returncode == 2
