@@ -21,6 +21,7 @@ recorded after its API call; a later gc finishes lists it finds half-reaped. A d
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -120,13 +121,15 @@ def collect(
     dry_run: bool = False,
     *,
     stale_after: timedelta = STALE_AFTER,
+    stop: threading.Event | None = None,
 ) -> GcReport:
     """Run one gc. ``dry_run`` reports what would be deleted and voided and touches nothing.
+    Once ``stop`` is set, gc ends before the next list (the next run takes the rest).
 
     Raises LeaseHeld when another gc is running, LeaseLost if one takes over meanwhile.
     """
     report = GcReport(dry_run=dry_run)
-    reaper = _Reaper(settings, client, store, clock, report, stale_after=stale_after)
+    reaper = _Reaper(settings, client, store, clock, report, stale_after=stale_after, stop=stop)
     with client.tally(report.api_calls):
         if dry_run:
             reaper.plan()
@@ -146,6 +149,7 @@ class _Reaper:
         report: GcReport,
         *,
         stale_after: timedelta,
+        stop: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -153,6 +157,7 @@ class _Reaper:
         self.clock = clock
         self.report = report
         self.stale_after = stale_after
+        self.stop = stop or threading.Event()
         # One "now" for the whole run: a claim counts as live if it is unexpired at the start,
         # which is the stricter reading as time moves on during the run.
         self.now = clock.now()
@@ -204,6 +209,8 @@ class _Reaper:
                 pool.name, cutoff=cutoff, now=self.clock.now()
             )
         for row, reason in list(self.candidates()):
+            if self.stop.is_set():
+                return
             lease.renew()
             self.reap_reporting_errors(row, reason)
 

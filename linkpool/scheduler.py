@@ -9,7 +9,8 @@ runs jobs; the others keep trying to take it, and one does once the leader stops
 ``tick()`` takes or renews the leader lease, ``run_job(name)`` runs one job if this instance
 leads and logs one line with its figures. ``build_scheduler`` puts it on an APScheduler 3
 ``BlockingScheduler``; ``run_daemon`` adds signal handling: on SIGTERM or SIGINT, refill stops
-between two steps, running jobs finish, and every lease is released.
+between two steps, sync between two write-backs and gc between two lists, and every lease is
+released.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class Daemon:
         return JobRun(name, ran=True, summary=summary, report=report, failed=failed)
 
     def stop(self) -> None:
-        """Ask running jobs to stop soon (refill stops between steps) and stop leading."""
+        """Ask running jobs to stop soon (between two steps, write-backs or lists) and stop
+        leading."""
         self.stop_event.set()
 
     def close(self) -> None:
@@ -151,8 +153,8 @@ def default_jobs(
 
     return {
         "refill": lambda: refill(settings, client, store, clock, stop=stop),
-        "gc": lambda: collect(settings, client, store, clock),
-        "sync": lambda: sync(settings, client, store, clock),
+        "gc": lambda: collect(settings, client, store, clock, stop=stop),
+        "sync": lambda: sync(settings, client, store, clock, stop=stop),
     }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -97,14 +98,19 @@ def sync(
     retry_failed: bool = False,
     *,
     batch_size: int = BATCH_SIZE,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     """Push every due write-back once. Raises LeaseHeld when another sync is running, and
-    AuthError (after saving what was done) when Qualtrics refuses the token."""
+    AuthError (after saving what was done) when Qualtrics refuses the token. Once ``stop`` is
+    set, no further write-back starts: the rest stay pending, as they were, for the next run."""
     report = SyncReport()
     writer = Writer(client, settings.pools, settings.sync, clock)
     workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
+    stop = stop or threading.Event()
 
-    def attempt(row: RowMapping) -> Outcome | AuthError:
+    def attempt(row: RowMapping) -> Outcome | AuthError | None:
+        if stop.is_set():
+            return None  # not attempted: left pending
         with client.tally(report.api_calls):  # in a worker thread
             return writer.attempt(row)
 
@@ -115,7 +121,7 @@ def sync(
         if retry_failed:
             report.requeued = store.requeue_failed_writebacks(now=clock.now())
         attempted: set[int] = set()
-        while True:
+        while not stop.is_set():
             due = store.due_writebacks(now=clock.now(), limit=batch_size)
             batch = [row for row in due if row["id"] not in attempted]
             if not batch:
@@ -150,8 +156,9 @@ def write_back_claim(
     return result.state == WriteBack.DONE
 
 
-def _save(store: Store, report: SyncReport, results: Sequence[Outcome | AuthError]) -> None:
-    """Record a batch's outcomes in one transaction; then stop on a refused token."""
+def _save(store: Store, report: SyncReport, results: Sequence[Outcome | AuthError | None]) -> None:
+    """Record a batch's outcomes (None: not attempted) in one transaction; then stop on a
+    refused token."""
     outcomes = [result for result in results if isinstance(result, Outcome)]
     store.record_writebacks([outcome.as_row() for outcome in outcomes])
     for outcome in outcomes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -81,6 +82,27 @@ def test_gc_deletes_exactly_the_expired_lists(sim, client, store, clock, setting
     assert [action.list_id for action in report.lists] == [expiring]
     assert report.api_calls == {DELETE_DISTRIBUTION: 1, DELETE_LIST: 1}
     assert report.links_voided == 2
+
+
+def test_a_stop_request_ends_gc_between_lists(client, store, clock, settings, monkeypatch):
+    first = provision_list(client, store, clock, ttl=timedelta(days=3))
+    second = provision_list(client, store, clock, ttl=timedelta(days=3))
+    clock.advance(timedelta(days=3) + GRACE + timedelta(minutes=1))
+    stop = threading.Event()
+    delete_mailing_list = client.delete_mailing_list
+
+    def delete_then_stop(mailing_list_id: str) -> None:
+        delete_mailing_list(mailing_list_id)
+        stop.set()
+
+    monkeypatch.setattr(client, "delete_mailing_list", delete_then_stop)
+
+    report = collect(settings, client, store, clock, stop=stop)
+
+    assert report.lists_deleted == 1
+    states = {store.get_list(first)["state"], store.get_list(second)["state"]}
+    assert states == {ListState.DELETED, ListState.READY}
+    assert collect(settings, client, store, clock).lists_deleted == 1
 
 
 def test_gc_waits_out_the_grace(client, store, clock, settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from linkpool.config import (
 from linkpool.errors import LeaseHeld, QualtricsError
 from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import PoolReport, RefillReport
-from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, summarize
+from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, default_jobs, summarize
 from linkpool.store import Store
 
 TTL = timedelta(seconds=60)
@@ -186,3 +187,23 @@ def test_the_daemon_runs_the_real_refill(store: Store, clock: ManualClock) -> No
     assert outcome.ran and not outcome.failed
     assert "4 link(s) added" in outcome.summary
     assert store.counts("nps", clock.now(), pool.min_remaining).claimable == 4
+
+
+def test_every_default_job_gets_the_daemons_stop_request(
+    store: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stops: dict[str, threading.Event | None] = {}
+    for target in ("linkpool.refill.refill", "linkpool.gc.collect", "linkpool.sync.sync"):
+        name = target.rsplit(".", 1)[1]
+
+        def job(*args: Any, stop: threading.Event | None = None, name: str = name) -> None:
+            stops[name] = stop
+
+        monkeypatch.setattr(target, job)
+    stop = threading.Event()
+
+    with Simulator(clock=clock).client() as client:
+        for run in default_jobs(SETTINGS, client, store, clock, stop).values():
+            run()
+
+    assert stops == {"refill": stop, "collect": stop, "sync": stop}

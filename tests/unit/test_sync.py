@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
@@ -212,6 +213,35 @@ def test_sync_works_through_many_batches(sim, client, store, clock, settings, li
         sim.contact(c.contact_id)["embeddedData"]["linkpool_recipient"] == c.recipient
         for c in claims
     )
+
+
+def test_a_stop_request_ends_sync_between_write_backs_leaving_the_rest_pending(
+    client, store, clock, settings, linkpool, provisioned, monkeypatch
+):
+    claims = [linkpool.claim("nps", recipient=f"r{n}") for n in range(5)]
+    stop = threading.Event()
+    update_contact = client.update_contact
+
+    def update_then_stop_after_two(*args):
+        update_contact(*args)
+        if client.calls[PUT_CONTACT] == 2:
+            stop.set()
+
+    monkeypatch.setattr(client, "update_contact", update_then_stop_after_two)
+
+    report = sync(settings, client, store, clock, stop=stop)
+
+    assert (report.written, report.failed, report.retrying) == (2, 0, 0)
+    rows = [writeback_of(store, claim.link_id) for claim in claims]
+    assert [(row["writeback"], row["writeback_attempts"]) for row in rows] == [
+        (WriteBack.DONE, 1),
+        (WriteBack.DONE, 1),
+        (WriteBack.PENDING, 0),
+        (WriteBack.PENDING, 0),
+        (WriteBack.PENDING, 0),
+    ]
+    assert Lease(store, "sync", clock).current_holder() is None
+    assert sync(settings, client, store, clock).written == 3
 
 
 def test_a_refused_token_stops_sync_without_spending_attempts(
