@@ -25,6 +25,7 @@ from linkpool.db import create_engine, upgrade
 from linkpool.gc import collect
 from linkpool.models import ListState
 from linkpool.pool import Claim, LinkPool
+from linkpool.qualtrics.client import QualtricsClient
 from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import refill
 from linkpool.status import pool_status
@@ -137,7 +138,7 @@ class _Demo:
         self.echo("")
         self.echo(f"{number}. {title}")
 
-    def refill(self, client: object, store: Store) -> tuple[int, int, int]:
+    def refill(self, client: QualtricsClient, store: Store) -> tuple[int, int, int]:
         p = self.pool
         self.step(
             2,
@@ -145,7 +146,7 @@ class _Demo:
             f"lists of {p.list_size}",
         )
         started = time.perf_counter()
-        report = refill(self.settings, client, store, self.clock)  # type: ignore[arg-type]
+        report = refill(self.settings, client, store, self.clock)
         elapsed = time.perf_counter() - started
         pool = report.pools[0]
         calls = sum(pool.api_calls.values())
@@ -218,9 +219,9 @@ class _Demo:
         for line in format_table(headers, [row]).splitlines():
             self.echo(f"   {line}")
 
-    def sync(self, client: object, store: Store, burst: _Burst) -> int:
+    def sync(self, client: QualtricsClient, store: Store, burst: _Burst) -> int:
         self.step(5, "sync: write each recipient onto its placeholder contact in Qualtrics")
-        report = sync(self.settings, client, store, self.clock)  # type: ignore[arg-type]
+        report = sync(self.settings, client, store, self.clock)
         self.echo(
             f"   {report.written} contacts updated with {sum(report.api_calls.values())} API calls"
         )
@@ -236,14 +237,14 @@ class _Demo:
         )
         return report.written
 
-    def expire_and_collect(self, lp: LinkPool, client: object, store: Store) -> int:
+    def expire_and_collect(self, lp: LinkPool, client: QualtricsClient, store: Store) -> int:
         jump = self.pool.link_ttl + self.settings.gc.grace + timedelta(minutes=1)
         self.clock.advance(jump)
         self.step(6, f"time moves on {jump.days} days: every link has expired")
         self.status(lp, "   status now")
         self.step(7, "gc: delete what can no longer serve anyone")
         before = len(self.sim.mailing_lists())
-        report = collect(self.settings, client, store, self.clock)  # type: ignore[arg-type]
+        report = collect(self.settings, client, store, self.clock)
         after = len(self.sim.mailing_lists())
         self.echo(
             f"   {report.lists_deleted} lists deleted, {report.links_voided} unclaimed links "

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -36,22 +36,17 @@ from linkpool.errors import AuthError, NotFound, QualtricsError
 from linkpool.lease import Lease
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
+from linkpool.refill import LIST_PREFIX, refill_lease_name
 from linkpool.store import Store
 
 logger = logging.getLogger("linkpool.gc")
 
 LEASE_NAME = "gc"
 LEASE_TTL = timedelta(minutes=10)
-LIST_PREFIX = "linkpool/"
 STALE_AFTER = timedelta(hours=1)
 """A list still in a provisioning state this long after its last step is taken as abandoned."""
 
 _REAPING = (ListState.REAPING, ListState.DISTRIBUTION_DELETED)
-
-
-def refill_lease_name(pool: str) -> str:
-    """The lease a pool's refill holds while it provisions (see linkpool.refill)."""
-    return f"refill:{pool}"
 
 
 @dataclass(frozen=True)
@@ -77,14 +72,7 @@ class ListAction:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "list_id": self.list_id,
-            "pool": self.pool,
-            "name": self.name,
-            "mailing_list_id": self.mailing_list_id,
-            "distribution_id": self.distribution_id,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -301,8 +289,7 @@ class _Reaper:
         if self._directory is None:
             self._directory = {
                 element["name"]: element["mailingListId"]
-                for element in self.client.iter_mailing_lists()
-                if str(element.get("name", "")).startswith(LIST_PREFIX)
+                for element in _named_with(self.client, LIST_PREFIX)
             }
         return self._directory
 
@@ -327,6 +314,13 @@ class _Reaper:
         return None
 
 
+def _named_with(client: QualtricsClient, prefix: str) -> Iterator[dict[str, Any]]:
+    """The directory's mailing lists whose names begin with ``prefix``."""
+    for element in client.iter_mailing_lists():
+        if str(element.get("name", "")).startswith(prefix):
+            yield element
+
+
 def _delete(delete: Callable[[str], None], resource_id: str) -> None:
     """A delete that treats 404 as done: a lost answer, a retry, or an earlier gc."""
     try:
@@ -344,7 +338,7 @@ class Orphan:
     name: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"mailing_list_id": self.mailing_list_id, "name": self.name}
+        return asdict(self)
 
 
 @dataclass
@@ -374,10 +368,8 @@ def find_orphans(
     known_ids, known_names = store.known_mailing_lists()
     return [
         Orphan(mailing_list_id=element["mailingListId"], name=element["name"])
-        for element in client.iter_mailing_lists()
-        if str(element.get("name", "")).startswith(prefix)
-        and element["mailingListId"] not in known_ids
-        and element["name"] not in known_names
+        for element in _named_with(client, prefix)
+        if element["mailingListId"] not in known_ids and element["name"] not in known_names
     ]
 
 

@@ -77,6 +77,9 @@ next, while the pool is below ``low_water``."""
 LINKS_PAGE_SIZE_GUESS = 100
 """Only for ``--dry-run`` estimates: the links listing's page size is not documented."""
 
+LIST_PREFIX = "linkpool/"
+"""How the names of the mailing lists linkpool makes begin (gc finds its own lists by it)."""
+
 Progress = Callable[[int, int], None]
 """Called with (links done, links planned) across all pools as a refill advances."""
 
@@ -179,7 +182,12 @@ def lists_needed(pool: PoolSettings, claimable: int) -> int:
 
 def new_list_name(pool: str) -> str:
     """A list's unique, deterministic-once-chosen name: how a lost create is found again."""
-    return f"linkpool/{pool}/{uuid.uuid4().hex}"
+    return f"{LIST_PREFIX}{pool}/{uuid.uuid4().hex}"
+
+
+def refill_lease_name(pool: str) -> str:
+    """The lease a pool's refill holds while it works on the pool's lists."""
+    return f"refill:{pool}"
 
 
 def slot_key(list_name: str, index: int) -> str:
@@ -369,7 +377,7 @@ class _PoolRefill:
         self.client = run.client
         self.store = run.store
         self.clock = run.clock
-        self.lease = Lease(run.store, f"refill:{pool.name}", run.clock, ttl=LEASE_TTL)
+        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock, ttl=LEASE_TTL)
         self.report = PoolReport(pool.name)
         self.expected_links: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -765,6 +773,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 __all__ = [
     "LINKS_WAIT",
+    "LIST_PREFIX",
     "PoolReport",
     "Progress",
     "RefillReport",
@@ -773,5 +782,6 @@ __all__ = [
     "lists_needed",
     "placeholder_contacts",
     "refill",
+    "refill_lease_name",
     "slot_key",
 ]

@@ -172,15 +172,13 @@ def summarize(name: str, report: Any) -> tuple[str, bool]:
             f"shortfall {sum(p['shortfall'] for p in pools)}",
             f"{sum(1 for p in pools if p['skipped'])} skipped",
         ]
-        calls = sum(figures.get("api_calls", {}).values())
     else:
         keys = {
             "gc": ("lists_deleted", "links_voided", "contacts_purged"),
             "sync": ("written", "retrying", "failed", "requeued"),
         }.get(name, ())
         parts = [f"{key.replace('_', ' ')} {figures.get(key, 0)}" for key in keys]
-        calls = sum(figures.get("api_calls", {}).values())
-    parts.append(f"{calls} API call(s)")
+    parts.append(f"{sum(figures.get('api_calls', {}).values())} API call(s)")
     if errors:
         parts.append(f"{len(errors)} error(s): {errors[0]}")
     return ", ".join(parts), bool(errors)

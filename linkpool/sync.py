@@ -25,8 +25,8 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
@@ -77,17 +77,11 @@ class Outcome:
     link_id: int
     state: str
     attempts: int
-    due_at: Any  # datetime | None
+    due_at: datetime | None
     error: str | None
 
     def as_row(self) -> dict[str, Any]:
-        return {
-            "link_id": self.link_id,
-            "state": self.state,
-            "attempts": self.attempts,
-            "due_at": self.due_at,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 def sync(

@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, Settings
 from linkpool.errors import LeaseHeld
-from linkpool.gc import collect, delete_orphans, find_orphans, refill_lease_name
+from linkpool.gc import collect, delete_orphans, find_orphans
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links
 from linkpool.pool import LinkPool
 from linkpool.qualtrics.simulator import Simulator
+from linkpool.refill import refill_lease_name
 from tests.provision import SURVEY_ID, provision_list
 
 DELETE_DISTRIBUTION = "DELETE /distributions/{distributionId}"
