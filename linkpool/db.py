@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from linkpool.config import normalize_database_url
 from linkpool.errors import DatabaseError, SchemaNotMigrated
 
+
 def _migrations_dir() -> Path:
     """``migrations/`` of a checkout, else the copy a wheel carries as ``linkpool/_migrations``."""
     package = Path(__file__).resolve().parent
