@@ -30,7 +30,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import ScheduleSettings, Settings, format_duration
 from linkpool.db import check_migrated, create_engine
-from linkpool.errors import LeaseHeld, LeaseLost, LinkPoolError
+from linkpool.errors import DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
 from linkpool.lease import Lease
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.store import Store
@@ -86,7 +86,17 @@ class Daemon:
         return self.leader.held
 
     def tick(self) -> bool:
-        """Take the leader lease if it is free or lapsed, or renew ours; True while leading."""
+        """Take the leader lease if it is free or lapsed, or renew ours; True while leading.
+
+        While the database cannot be reached, no one can tell who leads: False (no job runs),
+        one line logged, and the first tick once it is back carries on."""
+        try:
+            return self._tick()
+        except DatabaseError as exc:
+            logger.error("no job runs while the database is unavailable: %s", exc)
+            return False
+
+    def _tick(self) -> bool:
         with self._lock:
             if self.stop_event.is_set():
                 return False

@@ -605,7 +605,7 @@ class CompiledClaim:
             connection.commit()
             return row
         except self.driver_error as exc:
-            if _is_disconnect(self.engine, exc):
+            if _is_disconnect(self.engine, exc, connection.driver_connection):
                 connection.invalidate(exc)
             else:
                 connection.rollback()
@@ -616,8 +616,10 @@ class CompiledClaim:
             cursor.close()
 
 
-def _is_disconnect(engine: Engine, exc: Any) -> bool:
-    return bool(engine.dialect.is_disconnect(exc, None, None))
+def _is_disconnect(engine: Engine, exc: Any, driver_connection: Any) -> bool:
+    """Whether ``exc`` left the connection unusable. The driver connection is what tells:
+    a server shutting down (``AdminShutdown``) carries no message the dialect recognises."""
+    return bool(engine.dialect.is_disconnect(exc, driver_connection, None))
 
 
 def ping(engine: Engine) -> None:
