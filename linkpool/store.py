@@ -606,7 +606,9 @@ class CompiledClaim:
             return row
         except self.driver_error as exc:
             if _is_disconnect(self.engine, exc, connection.driver_connection):
-                connection.invalidate(exc)
+                # As SQLAlchemy does on a disconnect: every pooled connection predates it, so
+                # all are replaced, not only this one (else each fails one claim in turn).
+                self.engine.pool._invalidate(connection, exc)
             else:
                 connection.rollback()
             if isinstance(exc, self.integrity_error):
