@@ -6,6 +6,7 @@ A private server (not the shared one the other tests use) so that stopping it di
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,14 @@ def test_the_daemon_and_claims_come_back_after_the_database_restarts(
                 lambda: claimable(pool) >= POOL.target_available,
                 what="the daemon's first refill",
             )
-            before = pool.claim(POOL.name, recipient="before-restart")
+            # Claims from several threads: the pool holds several connections the restart kills.
+            with ThreadPoolExecutor(max_workers=4) as threads:
+                before = list(
+                    threads.map(
+                        lambda n: pool.claim(POOL.name, recipient=f"before-restart-{n}"), range(8)
+                    )
+                )
+            assert pool.engine.pool.checkedin() > 1
 
             postgres.stop()
             with pytest.raises(DatabaseError) as raised:
@@ -81,8 +89,9 @@ def test_the_daemon_and_claims_come_back_after_the_database_restarts(
             assert daemon.poll() is None, "the daemon died with the database"
 
             postgres.start()
-            after = [pool.claim(POOL.name, recipient=f"after-restart-{n}") for n in range(10)]
-            assert claimable(pool) < POOL.low_water
+            after = []  # down to below low water, so that the daemon must refill
+            while claimable(pool) >= POOL.low_water:
+                after.append(pool.claim(POOL.name, recipient=f"after-restart-{len(after)}"))
             wait_until(
                 lambda: claimable(pool) >= POOL.target_available,
                 what="the daemon to refill after the restart",
@@ -102,8 +111,8 @@ def test_the_daemon_and_claims_come_back_after_the_database_restarts(
         claimed = {link["recipient"] for link in claimed_links(engine)}
     finally:
         engine.dispose()
-    assert claimed == {before.recipient, *(claim.recipient for claim in after)}
-    for claim in [before, *after]:
+    assert claimed == {claim.recipient for claim in before + after}
+    for claim in before + after:
         assert simulator.open_link(claim.url).ok
         contact = simulator.contact(claim.contact_id)
         assert contact["embeddedData"]["linkpool_recipient"] == claim.recipient
