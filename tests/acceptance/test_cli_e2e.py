@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.acceptance.harness import (
 )
 
 POOL = Pool("checkin", target_available=120, low_water=100, list_size=50)
-CLAIMS = [
+CLAIMS: list[tuple[str, str | None, dict[str, Any] | None]] = [
     ("cust-1", "txn-1", {"store": "12"}),
     ("cust-2", "txn-2", {"store": "7", "amount": 19.5}),
     ("cust-3", None, None),
@@ -45,7 +46,7 @@ def config(tmp_path: Path, served: SimulatorProcess) -> Path:
     )
 
 
-def claim_args(recipient: str, key: str | None, data: dict | None) -> list[str]:
+def claim_args(recipient: str, key: str | None, data: dict[str, Any] | None) -> list[str]:
     args = ["claim", POOL.name, "--recipient", recipient]
     if key is not None:
         args += ["--key", key]

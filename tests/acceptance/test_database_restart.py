@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
-from linkpool import DatabaseError, LinkPool
+from linkpool import Claim, DatabaseError, LinkPool
 from linkpool.db import create_engine, upgrade
 from linkpool.qualtrics.simulator import Simulator
 from tests.acceptance.harness import (
@@ -74,7 +75,8 @@ def test_the_daemon_and_claims_come_back_after_the_database_restarts(
                         lambda n: pool.claim(POOL.name, recipient=f"before-restart-{n}"), range(8)
                     )
                 )
-            assert pool.engine.pool.checkedin() > 1
+            connections = pool.engine.pool
+            assert isinstance(connections, QueuePool) and connections.checkedin() > 1
 
             postgres.stop()
             with pytest.raises(DatabaseError) as raised:
@@ -89,7 +91,7 @@ def test_the_daemon_and_claims_come_back_after_the_database_restarts(
             assert daemon.poll() is None, "the daemon died with the database"
 
             postgres.start()
-            after = []  # down to below low water, so that the daemon must refill
+            after: list[Claim] = []  # down to below low water, so that the daemon must refill
             while claimable(pool) >= POOL.low_water:
                 after.append(pool.claim(POOL.name, recipient=f"after-restart-{len(after)}"))
             wait_until(
