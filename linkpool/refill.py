@@ -53,6 +53,7 @@ from linkpool.errors import (
     NotFound,
     OutcomeUnknown,
     QualtricsError,
+    RateLimited,
     UnknownPool,
 )
 from linkpool.lease import Lease
@@ -546,6 +547,12 @@ class _PoolRefill:
                 raise _CannotComplete(
                     "an import got no answer, and an import cannot be found without its id"
                 ) from None
+            except RateLimited:
+                if row["import_id"] is None:
+                    # Refused before anything was imported: the next run imports afresh
+                    # instead of abandoning the list.
+                    self._advance(row, ListState.LIST_CREATED)
+                raise
             self._advance(row, ListState.IMPORTING, import_id=job.id)
             status = self.client.wait_for_import(
                 row["mailing_list_id"], job.id, timeout=IMPORT_TIMEOUT

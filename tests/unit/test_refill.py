@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from linkpool.cli import App, main
 from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings
+from linkpool.errors import RateLimited
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.qualtrics.client import QualtricsClient
@@ -349,6 +350,35 @@ def test_a_killed_refill_is_resumed_or_cleaned_up_by_the_next(
     assert second.exit_code == 0, second.pools[0].errors
     assert second.pools[0].lists_resumed == 1
     assert claimable(store, clock) >= 4
+    assert_consistent(sim, store)
+
+
+def test_an_import_refused_for_rate_limit_is_retried_next_run_not_abandoned(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    real_start_import = client.start_import
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        del client.start_import
+        raise RateLimited("rate limited", status_code=429)
+
+    client.start_import = refused  # type: ignore[method-assign]
+    pool = pool_settings(target_available=4, low_water=4)
+
+    first = run(pool)
+    assert first.exit_code == 1
+    assert [row["state"] for row in list_rows(store)] == [ListState.LIST_CREATED]
+
+    second = run(pool)
+
+    assert client.start_import == real_start_import
+    assert second.exit_code == 0, second.pools[0].errors
+    assert second.pools[0].lists_resumed == 1
+    assert [row["state"] for row in list_rows(store)] == [ListState.READY]
     assert_consistent(sim, store)
 
 
