@@ -264,9 +264,8 @@ class _Parser:
 
     def database(self, raw: Mapping[str, Any]) -> str:
         table = self.table(raw, "database", {"url"})
-        url = os.environ.get(DATABASE_URL_ENV) or self.value(
-            table, "database", "url", str, DEFAULT_DATABASE_URL
-        )
+        from_file = self.value(table, "database", "url", str, DEFAULT_DATABASE_URL)
+        url = os.environ.get(DATABASE_URL_ENV) or from_file
         if "://" not in url:
             raise self.fail("database.url", f"{url!r} is not a URL like 'sqlite:///linkpool.db'")
         return normalize_database_url(url)

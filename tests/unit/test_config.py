@@ -170,6 +170,15 @@ def test_database_url_environment_variable_overrides_the_file(
     assert settings.database_url == "sqlite:///override.db"
 
 
+def test_a_wrongly_typed_database_url_is_reported_even_when_the_environment_overrides_it(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.DATABASE_URL_ENV, "sqlite:///override.db")
+
+    with pytest.raises(ConfigError, match=r"database\.url: must be a string"):
+        load_settings(write_config("[database]\nurl = 5\n"))
+
+
 @pytest.mark.parametrize(
     "url",
     ["postgresql://user@db.example/linkpool", "postgres://user@db.example/linkpool"],
