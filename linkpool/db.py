@@ -52,6 +52,11 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", False)
     try:
         return sa.create_engine(url, **kwargs)
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseError(
+            f"{parsed.get_backend_name()!r} is not a supported database: "
+            "use a sqlite:/// or postgresql:// URL"
+        ) from None
     except ModuleNotFoundError as exc:
         raise DatabaseError(
             f"the driver for {parsed.get_backend_name()} is not installed ({exc.name}); "
@@ -102,7 +107,7 @@ def translate_errors() -> Iterator[None]:
         yield
     except sa.exc.IntegrityError:
         raise
-    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.InterfaceError) as exc:
+    except (sa.exc.DatabaseError, sa.exc.InterfaceError) as exc:  # e.g. "file is not a database"
         raise database_error(exc) from exc
 
 

@@ -286,6 +286,31 @@ def test_database_that_does_not_connect_exits_1(
     assert not simulator.calls
 
 
+@pytest.mark.parametrize("command", ["status", "db"])
+def test_a_file_that_is_not_a_database_exits_1(
+    run: Run, write_config, simulator, tmp_path: Path, command: str
+) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database file, " * 400)
+    path = write_config(config_text(f"sqlite:///{garbage}", base_url=simulator.base_url))
+    args = ("db", "upgrade") if command == "db" else (command,)
+
+    line = assert_one_clean_line(run(*args, path=path), 1)
+
+    assert "not a database" in line
+    assert "check [database] url" in line
+
+
+def test_an_unsupported_database_url_exits_1_naming_the_backend(
+    run: Run, write_config, simulator
+) -> None:
+    path = write_config(config_text("oracle2://scott@db/x", base_url=simulator.base_url))
+
+    line = assert_one_clean_line(run("status", path=path), 1)
+
+    assert "'oracle2' is not a supported database" in line
+
+
 @pytest.mark.parametrize("command", ["refill", "gc", "sync"])
 def test_unmigrated_database_exits_1_before_calling_qualtrics(
     run: Run, write_config, simulator, tmp_path: Path, command: str
