@@ -554,6 +554,7 @@ class _PoolRefill:
                     self._advance(row, ListState.LIST_CREATED)
                 raise
             self._advance(row, ListState.IMPORTING, import_id=job.id)
+            row = self.store.get_list(row["id"])  # its import_id now says a part went in
             status = self.client.wait_for_import(
                 row["mailing_list_id"], job.id, timeout=IMPORT_TIMEOUT
             )

@@ -382,6 +382,45 @@ def test_an_import_refused_for_rate_limit_is_retried_next_run_not_abandoned(
     assert_consistent(sim, store)
 
 
+def test_a_rate_limit_midway_through_a_split_import_does_not_import_afresh(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once one part of an import went in, a 429 on the next part must not send the list
+    back to ``list_created`` (the next run would import every contact again on top)."""
+    monkeypatch.setattr(
+        "linkpool.refill.import_batches", lambda contacts: [contacts[:2], contacts[2:]]
+    )
+    real_start_import = client.start_import
+    started: list[int] = []
+
+    def second_part_refused(mailing_list_id: str, contacts: list[dict[str, Any]]) -> Any:
+        started.append(len(contacts))
+        if len(started) == 2:
+            raise RateLimited("rate limited", status_code=429)
+        return real_start_import(mailing_list_id, contacts)
+
+    monkeypatch.setattr(client, "start_import", second_part_refused)
+    pool = pool_settings(target_available=4, low_water=4)
+
+    first = run(pool)
+
+    assert first.exit_code == 1
+    [row] = list_rows(store)
+    assert row["state"] == ListState.IMPORTING
+    assert row["import_id"] is not None
+
+    second = run(pool)
+
+    assert second.exit_code == 0, second.pools[0].errors
+    assert second.pools[0].lists_failed == 1  # an interrupted split import is abandoned
+    assert_consistent(sim, store)
+
+
 def refill_until_stocked(
     run: Callable[..., RefillReport], store: Store, clock: ManualClock, runs: int = 5
 ) -> list[RefillReport]:
