@@ -39,7 +39,10 @@ _IMMEDIATE = "linkpool_immediate"
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine configured for linkpool's concurrency model on SQLite or PostgreSQL."""
+    """An engine configured for linkpool's concurrency model on SQLite or PostgreSQL.
+
+    Statement parameters are kept out of errors and logs: they carry personal link URLs."""
+    kwargs.setdefault("hide_parameters", True)
     url = normalize_database_url(url)
     try:
         parsed = sa.engine.make_url(url)

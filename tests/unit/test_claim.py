@@ -406,3 +406,20 @@ def test_threads_repeating_one_key_all_get_the_same_link(lp: LinkPool, stock) ->
 
     assert len(link_ids) == 1
     assert lp.counts("nps").claimed == 1
+
+
+def test_database_errors_never_carry_link_urls(store: Store, clock: ManualClock) -> None:
+    """A statement's parameters (personal link URLs among them) stay out of its errors."""
+    row = {
+        "ext_ref": "linkpool:dup#0",
+        "contact_id": "CID_dup",
+        "contact_lookup_id": None,
+        "url": "https://sim1.qualtrics.com/jfe/form/SV_x?Q_DL=EMD_secret_CGC_dup",
+        "expires_at": clock.now() + timedelta(days=30),
+    }
+    list_id = store.create_list(pool="p", survey_id=SURVEY_ID, name="n", size=2, now=clock.now())
+
+    with pytest.raises(sa.exc.IntegrityError) as caught:
+        store.insert_links(list_id, "p", [row, {**row, "ext_ref": "linkpool:dup#1"}])
+
+    assert "EMD_secret" not in str(caught.value)
