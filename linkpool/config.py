@@ -118,7 +118,7 @@ class SyncSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
     qualtrics: QualtricsSettings | None = None
     pools: Mapping[str, PoolSettings] = field(default_factory=dict)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)

@@ -46,6 +46,9 @@ LEASE_TTL = timedelta(minutes=10)
 STALE_AFTER = timedelta(hours=1)
 """A list still in a provisioning state this long after its last step is taken as abandoned."""
 
+PURGE_RENEW_EVERY = 100
+"""With purge_contacts, renew the gc lease after this many contact deletions."""
+
 _REAPING = (ListState.REAPING, ListState.DISTRIBUTION_DELETED)
 
 
@@ -150,6 +153,7 @@ class _Reaper:
         # which is the stricter reading as time moves on during the run.
         self.now = clock.now()
         self._directory: dict[str, str] | None = None
+        self.lease: Lease | None = None
         self._distributions: dict[str, list[dict[str, Any]]] = {}
 
     # --- deciding ---------------------------------------------------------------------------
@@ -191,6 +195,7 @@ class _Reaper:
     # --- acting -----------------------------------------------------------------------------
 
     def run(self, lease: Lease) -> None:
+        self.lease = lease
         for pool in self.settings.pools.values():
             cutoff = self.now + pool.min_remaining
             self.report.links_voided += self.store.void_unclaimable_links(
@@ -278,9 +283,11 @@ class _Reaper:
 
     def purge_contacts(self, row: RowMapping) -> None:
         """Remove the list's placeholders from the directory (one rate-limited call each)."""
-        for contact_id in self.store.placeholder_contact_ids(row["id"]):
+        for done, contact_id in enumerate(self.store.placeholder_contact_ids(row["id"]), 1):
             _delete(self.client.delete_directory_contact, contact_id)
             self.report.contacts_purged += 1
+            if done % PURGE_RENEW_EVERY == 0 and self.lease is not None:
+                self.lease.renew()  # a large list can take longer than the lease at a low rate
 
     # --- finding what a lost answer left unrecorded ---------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from linkpool import gc as gc_module
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, Settings
 from linkpool.errors import LeaseHeld
@@ -354,6 +355,35 @@ def test_purge_contacts_removes_the_placeholders(sim, client, store, clock, sett
     contact_ids = [row["contact_id"] for row in link_rows(store, list_id)]
     assert report.contacts_purged == 3
     assert all(sim.contact(contact_id)["deleted"] for contact_id in contact_ids)
+
+
+def test_a_long_purge_keeps_renewing_the_gc_lease(
+    sim, client, store, clock, settings, monkeypatch: pytest.MonkeyPatch
+):
+    provision_list(client, store, clock, ttl=timedelta(days=3))
+    clock.advance(timedelta(days=4))
+    purging = Settings(
+        database_url=settings.database_url,
+        pools=settings.pools,
+        gc=GcSettings(grace=GRACE, purge_contacts=True),
+    )
+    monkeypatch.setattr(gc_module, "PURGE_RENEW_EVERY", 1)
+    real_delete = client.delete_directory_contact
+    rival_took_it = []
+
+    def slow_delete(contact_id: str) -> None:
+        real_delete(contact_id)
+        clock.advance(gc_module.LEASE_TTL * 0.6)  # three deletions outlast one lease
+        rival_took_it.append(
+            store.acquire_lease("gc", "rival", now=clock.now(), ttl=gc_module.LEASE_TTL)
+        )
+
+    monkeypatch.setattr(client, "delete_directory_contact", slow_delete)
+
+    report = collect(purging, client, store, clock)
+
+    assert report.contacts_purged == 3
+    assert rival_took_it == [False, False, False]
 
 
 def test_contacts_stay_by_default(sim, client, store, clock, settings):
