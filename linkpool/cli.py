@@ -316,7 +316,7 @@ def gc_orphans(
     app: App, client: QualtricsClient, *, delete: bool, yes: bool, as_json: bool
 ) -> None:
     store = app.linkpool.store
-    orphans = find_orphans(client, store)
+    orphans = find_orphans(client, store, list_prefix=app.settings.require_qualtrics().list_prefix)
     if not as_json:
         rows = [(orphan.mailing_list_id, orphan.name) for orphan in orphans]
         click.echo(f"{len(orphans)} orphan list(s) in the directory")

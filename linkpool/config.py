@@ -23,6 +23,7 @@ CONFIG_ENV = "LINKPOOL_CONFIG"
 DATABASE_URL_ENV = "LINKPOOL_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///linkpool.db"
 MAX_LIST_SIZE = 10_000
+DEFAULT_LIST_PREFIX = "linkpool"
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -30,6 +31,8 @@ _SURVEY_ID = re.compile(r"^SV_[A-Za-z0-9]{10,20}$")
 _DIRECTORY_ID = re.compile(r"^POOL_[A-Za-z0-9]{10,20}$")
 _DATACENTER = re.compile(r"^[a-z]{2,4}[0-9]{1,2}$")
 _POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LIST_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_LIST_PREFIX_RULE = "1 to 40 letters, digits, '-', '_' or '.' (no '/')"
 
 
 def parse_duration(text: str) -> timedelta:
@@ -66,6 +69,13 @@ class QualtricsSettings:
     max_concurrency: int = 4
     timeout: float = 30.0
     max_retries: int = 5
+    list_prefix: str = DEFAULT_LIST_PREFIX
+    """Lists are named ``<list_prefix>/<pool>/<uuid>``; gc takes only lists named so as its own,
+    so installations sharing a directory must each have their own."""
+
+    def __post_init__(self) -> None:
+        if not _LIST_PREFIX.match(self.list_prefix):
+            raise ConfigError(f"[qualtrics] list_prefix: must be {_LIST_PREFIX_RULE}")
 
     def token(self) -> str:
         """The API token from the environment; a ConfigError naming the variable if it is unset."""
@@ -302,6 +312,9 @@ class _Parser:
                 "that holds the token, never the token itself",
             )
         timeout = self.duration(table, p, "timeout", timedelta(seconds=30))
+        list_prefix = self.value(table, p, "list_prefix", str, DEFAULT_LIST_PREFIX)
+        if not _LIST_PREFIX.match(list_prefix):
+            raise self.fail(f"{p}.list_prefix", f"{list_prefix!r} is not {_LIST_PREFIX_RULE}")
         return QualtricsSettings(
             base_url=base_url.rstrip("/"),
             directory_id=directory_id,
@@ -310,6 +323,7 @@ class _Parser:
             max_concurrency=self.positive_int(table, p, "max_concurrency", 4),
             timeout=timeout.total_seconds(),
             max_retries=self.non_negative_int(table, p, "max_retries", 5),
+            list_prefix=list_prefix,
         )
 
     def pools(self, raw: Mapping[str, Any]) -> dict[str, PoolSettings]:
@@ -398,6 +412,7 @@ _QUALTRICS_KEYS = {
     "max_concurrency",
     "timeout",
     "max_retries",
+    "list_prefix",
 }
 _POOL_KEYS = {
     "survey_id",

@@ -31,12 +31,12 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from linkpool.clock import Clock
-from linkpool.config import Settings
+from linkpool.config import DEFAULT_LIST_PREFIX, Settings
 from linkpool.errors import AuthError, NotFound, QualtricsError
 from linkpool.lease import Lease
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.refill import LIST_PREFIX, refill_lease_name
+from linkpool.refill import list_name_prefix, refill_lease_name
 from linkpool.store import Store
 
 logger = logging.getLogger("linkpool.gc")
@@ -152,6 +152,9 @@ class _Reaper:
         # One "now" for the whole run: a claim counts as live if it is unexpired at the start,
         # which is the stricter reading as time moves on during the run.
         self.now = clock.now()
+        # Settings built in code may leave out [qualtrics]: their lists have the default prefix.
+        qualtrics = settings.qualtrics
+        self.list_prefix = qualtrics.list_prefix if qualtrics else DEFAULT_LIST_PREFIX
         self._directory: dict[str, str] | None = None
         self.lease: Lease | None = None
         self._distributions: dict[str, list[dict[str, Any]]] = {}
@@ -296,7 +299,7 @@ class _Reaper:
         if self._directory is None:
             self._directory = {
                 element["name"]: element["mailingListId"]
-                for element in _named_with(self.client, LIST_PREFIX)
+                for element in _named_with(self.client, list_name_prefix(self.list_prefix))
             }
         return self._directory
 
@@ -364,10 +367,10 @@ class OrphanReport:
         }
 
 
-def find_orphans(
-    client: QualtricsClient, store: Store, *, prefix: str = LIST_PREFIX
-) -> list[Orphan]:
-    """Lists in the directory named with our prefix that the database does not know.
+def find_orphans(client: QualtricsClient, store: Store, *, list_prefix: str) -> list[Orphan]:
+    """Lists in the directory named with ``list_prefix`` (``[qualtrics] list_prefix``) that the
+    database does not know. Lists of another installation, with a prefix of its own, are not
+    ours and never reported.
 
     A list the database names but has no id for yet (a refill between its create call and
     recording the answer) is known by name, so it is never reported.
@@ -375,7 +378,7 @@ def find_orphans(
     known_ids, known_names = store.known_mailing_lists()
     return [
         Orphan(mailing_list_id=element["mailingListId"], name=element["name"])
-        for element in _named_with(client, prefix)
+        for element in _named_with(client, list_name_prefix(list_prefix))
         if element["mailingListId"] not in known_ids and element["name"] not in known_names
     ]
 

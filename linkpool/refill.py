@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from linkpool.clock import Clock, utc
-from linkpool.config import PoolSettings, Settings
+from linkpool.config import DEFAULT_LIST_PREFIX, PoolSettings, Settings
 from linkpool.errors import (
     BadRequest,
     LinkPoolError,
@@ -77,9 +77,6 @@ MAX_ROUNDS = 3
 next, while the pool is below ``low_water``."""
 LINKS_PAGE_SIZE_GUESS = 100
 """Only for ``--dry-run`` estimates: the links listing's page size is not documented."""
-
-LIST_PREFIX = "linkpool/"
-"""How the names of the mailing lists linkpool makes begin (gc finds its own lists by it)."""
 
 Progress = Callable[[int, int], None]
 """Called with (links done, links planned) across all pools as a refill advances."""
@@ -181,9 +178,15 @@ def lists_needed(pool: PoolSettings, claimable: int) -> int:
     return math.ceil((pool.target_available - claimable) / pool.list_size)
 
 
-def new_list_name(pool: str) -> str:
+def list_name_prefix(list_prefix: str) -> str:
+    """How the names of one installation's lists begin (``[qualtrics] list_prefix`` and a
+    slash): gc takes the lists named so as its own, and no other."""
+    return f"{list_prefix}/"
+
+
+def new_list_name(list_prefix: str, pool: str) -> str:
     """A list's unique, deterministic-once-chosen name: how a lost create is found again."""
-    return f"{LIST_PREFIX}{pool}/{uuid.uuid4().hex}"
+    return f"{list_name_prefix(list_prefix)}{pool}/{uuid.uuid4().hex}"
 
 
 def refill_lease_name(pool: str) -> str:
@@ -239,7 +242,9 @@ def estimate_calls(pool: PoolSettings, lists: int) -> Counter[str]:
     """About how many API calls provisioning ``lists`` new lists takes (for ``--dry-run``)."""
     if not lists:
         return Counter()
-    contacts = placeholder_contacts(new_list_name(pool.name), pool.list_size, pool.embedded_data)
+    # The placeholders do not depend on the prefix: slot_key keeps only the name's random part.
+    name = new_list_name(DEFAULT_LIST_PREFIX, pool.name)
+    contacts = placeholder_contacts(name, pool.list_size, pool.embedded_data)
     imports = len(import_batches(contacts))
     per_list = {
         "create_list": 1,
@@ -280,12 +285,14 @@ def refill(
         return RefillReport(reports, dry_run=True, duration_s=clock.monotonic() - started)
     if client is None:
         raise ValueError("refill needs a Qualtrics client unless dry_run is set")
+    qualtrics = settings.require_qualtrics()
     run = _Run(
         client=client,
         store=store,
         clock=clock,
         progress=_ProgressTotals(progress),
-        workers=settings.require_qualtrics().max_concurrency,
+        workers=qualtrics.max_concurrency,
+        list_prefix=qualtrics.list_prefix,
         links_wait=links_wait,
         stop=stop or threading.Event(),
     )
@@ -365,6 +372,7 @@ class _Run:
     clock: Clock
     progress: _ProgressTotals
     workers: int
+    list_prefix: str
     links_wait: timedelta
     stop: threading.Event
 
@@ -434,7 +442,7 @@ class _PoolRefill:
         return self.store.create_list(
             pool=self.pool.name,
             survey_id=self.pool.survey_id,
-            name=new_list_name(self.pool.name),
+            name=new_list_name(self.ctx.list_prefix, self.pool.name),
             size=self.pool.list_size,
             now=self.clock.now(),
         )
@@ -781,12 +789,12 @@ def _parse_time(value: Any) -> datetime | None:
 
 __all__ = [
     "LINKS_WAIT",
-    "LIST_PREFIX",
     "PoolReport",
     "Progress",
     "RefillReport",
     "estimate_calls",
     "import_batches",
+    "list_name_prefix",
     "lists_needed",
     "placeholder_contacts",
     "refill",

@@ -254,6 +254,47 @@ def test_malformed_datacenter_is_refused(write_config) -> None:
     assert "qualtrics.datacenter" in config_error(path)
 
 
+# --- qualtrics list prefix -------------------------------------------------------------------
+
+
+def test_list_prefix_defaults_to_linkpool(write_config) -> None:
+    assert load_settings(write_config(QUALTRICS)).qualtrics.list_prefix == "linkpool"
+
+
+@pytest.mark.parametrize("prefix", ["staging", "linkpool-staging", "eu_1.prod", "x", "a" * 40])
+def test_list_prefix_of_letters_digits_dash_underscore_and_dot_is_accepted(
+    write_config, prefix: str
+) -> None:
+    path = write_config(QUALTRICS + f'list_prefix = "{prefix}"\n')
+
+    assert load_settings(path).qualtrics.list_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "a" * 41, "linkpool/staging", "stag ing", "prod:1", "ü"])
+def test_a_list_prefix_out_of_bounds_is_refused(write_config, prefix: str) -> None:
+    path = write_config(QUALTRICS + f'list_prefix = "{prefix}"\n')
+
+    message = config_error(path)
+
+    assert message.startswith(f"{path}: qualtrics.list_prefix: "), message
+    assert "no '/'" in message
+
+
+def test_a_list_prefix_that_is_not_a_string_is_refused(write_config) -> None:
+    message = config_error(write_config(QUALTRICS + "list_prefix = 5\n"))
+
+    assert "qualtrics.list_prefix: must be a string" in message
+
+
+def test_qualtrics_settings_built_in_code_check_the_list_prefix_too() -> None:
+    with pytest.raises(ConfigError, match="list_prefix"):
+        QualtricsSettings(
+            base_url="https://iad1.qualtrics.com/API/v3",
+            directory_id="POOL_TestDirectory01",
+            list_prefix="linkpool/staging",
+        )
+
+
 # --- durations --------------------------------------------------------------------------------
 
 

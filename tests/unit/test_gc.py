@@ -14,14 +14,16 @@ from click.testing import CliRunner
 
 from linkpool import gc as gc_module
 from linkpool.cli import App, main
-from linkpool.config import GcSettings, PoolSettings, Settings
+from linkpool.config import GcSettings, PoolSettings, QualtricsSettings, Settings
+from linkpool.db import create_engine, upgrade
 from linkpool.errors import LeaseHeld
 from linkpool.gc import collect, delete_orphans, find_orphans
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links
 from linkpool.pool import LinkPool
 from linkpool.qualtrics.simulator import Simulator
-from linkpool.refill import refill_lease_name
+from linkpool.refill import new_list_name, refill, refill_lease_name
+from linkpool.store import Store
 from tests.provision import SURVEY_ID, provision_list
 
 DELETE_DISTRIBUTION = "DELETE /distributions/{distributionId}"
@@ -400,13 +402,85 @@ def test_orphans_are_our_lists_the_database_does_not_know(sim, client, store, cl
     orphan_id = client.create_mailing_list("linkpool/nps/lost-in-a-restore")
     foreign_id = client.create_mailing_list("Newsletter subscribers")
 
-    orphans = find_orphans(client, store)
+    orphans = find_orphans(client, store, list_prefix="linkpool")
 
     assert [orphan.mailing_list_id for orphan in orphans] == [orphan_id]
     report = delete_orphans(client, store, clock, orphans)
     assert report.deleted == 1
     remaining = set(sim.mailing_lists())
     assert remaining == {store.get_list(known)["mailing_list_id"], foreign_id}
+
+
+@pytest.fixture
+def install(tmp_path, sim):
+    """``install(list_prefix)``: one more installation on the simulator's directory, with a
+    database of its own. Returns its settings and store."""
+    engines: list[sa.engine.Engine] = []
+
+    def make(list_prefix: str) -> tuple[Settings, Store]:
+        url = f"sqlite:///{tmp_path / list_prefix}.db"
+        engine = create_engine(url)
+        upgrade(engine)
+        engines.append(engine)
+        qualtrics = QualtricsSettings(
+            base_url=sim.base_url, directory_id=sim.directory_id, list_prefix=list_prefix
+        )
+        pool = PoolSettings(
+            name="nps",
+            survey_id=SURVEY_ID,
+            target_available=6,
+            low_water=6,
+            list_size=3,
+            link_ttl=timedelta(days=30),
+            min_remaining=timedelta(days=1),
+        )
+        settings = Settings(database_url=url, qualtrics=qualtrics, pools={"nps": pool})
+        return settings, Store(engine)
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+def test_installations_sharing_a_directory_see_none_of_each_others_lists_as_orphans(
+    sim, client, clock, install
+):
+    production, production_store = install("linkpool")  # the default prefix
+    staging, staging_store = install("linkpool-staging")
+    for settings, store in ((production, production_store), (staging, staging_store)):
+        assert refill(settings, client, store, clock).exit_code == 0
+    live = set(sim.mailing_lists())
+    assert len(live) == 4
+    lost = client.create_mailing_list(new_list_name("linkpool-staging", "nps"))
+
+    assert find_orphans(client, production_store, list_prefix="linkpool") == []
+    orphans = find_orphans(client, staging_store, list_prefix="linkpool-staging")
+    assert [orphan.mailing_list_id for orphan in orphans] == [lost]
+
+    report = delete_orphans(client, staging_store, clock, orphans)
+
+    assert (report.deleted, report.errors) == (1, [])
+    assert set(sim.mailing_lists()) == live
+    for store in (production_store, staging_store):
+        with store.read() as connection:
+            urls = connection.execute(sa.select(links.c.url)).scalars().all()
+        assert len(urls) == 6 and all(sim.open_link(url).ok for url in urls)
+
+
+def test_gc_finds_a_list_whose_create_answer_was_lost_by_its_own_prefix(
+    sim, client, clock, install
+):
+    settings, store = install("linkpool-staging")
+    name = new_list_name("linkpool-staging", "nps")
+    list_id = store.create_list(pool="nps", survey_id=SURVEY_ID, name=name, size=3, now=clock.now())
+    mailing_list_id = client.create_mailing_list(name)  # its answer never reached the database
+    clock.advance(timedelta(hours=2))
+
+    report = collect(settings, client, store, clock)
+
+    assert (report.lists_deleted, report.errors) == (1, [])
+    assert mailing_list_id not in sim.mailing_lists()
+    assert store.get_list(list_id)["state"] == ListState.DELETED
 
 
 def test_two_gcs_do_not_run_at_once(client, store, clock, settings):
@@ -420,6 +494,7 @@ def cli(tmp_path, sqlite_url, sim, clock, monkeypatch):
     config = tmp_path / "linkpool.toml"
     config.write_text(
         f'[database]\nurl = "{sqlite_url}"\n\n'
+        f'[qualtrics]\nbase_url = "{sim.base_url}"\ndirectory_id = "{sim.directory_id}"\n\n'
         f'[pools.nps]\nsurvey_id = "{SURVEY_ID}"\nlink_ttl = "30d"\nmin_remaining = "1d"\n'
     )
     monkeypatch.setattr("linkpool.cli.qualtrics_client", lambda app: sim.client())

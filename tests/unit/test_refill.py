@@ -4,6 +4,7 @@ step, lost answers, rate limits and 5xx, lagging links, concurrency and dry runs
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -64,8 +65,10 @@ def pool_settings(name: str = "nps", **overrides: Any) -> PoolSettings:
     return PoolSettings(**values)
 
 
-def make_settings(sim: Simulator, *pools: PoolSettings) -> Settings:
-    qualtrics = QualtricsSettings(base_url=sim.base_url, directory_id=sim.directory_id)
+def make_settings(sim: Simulator, *pools: PoolSettings, **qualtrics_values: Any) -> Settings:
+    qualtrics = QualtricsSettings(
+        base_url=sim.base_url, directory_id=sim.directory_id, **qualtrics_values
+    )
     pools = pools or (pool_settings(),)
     return Settings(qualtrics=qualtrics, pools={pool.name: pool for pool in pools})
 
@@ -190,6 +193,30 @@ def test_second_refill_does_nothing(
     assert report.api_calls == {}
     assert sum(sim.calls.values()) == calls_before
     assert len(list_rows(store)) == 3
+
+
+@pytest.mark.parametrize(
+    ("qualtrics_values", "pattern"),
+    [
+        ({}, r"linkpool/nps/[0-9a-f]{32}"),
+        ({"list_prefix": "linkpool-staging.eu_1"}, r"linkpool-staging\.eu_1/nps/[0-9a-f]{32}"),
+    ],
+)
+def test_lists_are_named_with_the_list_prefix_the_pool_and_a_random_part(
+    qualtrics_values: dict[str, str],
+    pattern: str,
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    report = refill(make_settings(sim, **qualtrics_values), client, store, clock)
+
+    assert report.exit_code == 0
+    names = [row["name"] for row in list_rows(store)]
+    assert len(names) == 3 and all(re.fullmatch(pattern, name) for name in names), names
+    assert sorted(ml["name"] for ml in sim.mailing_lists().values()) == sorted(names)
+    assert sorted(d["description"] for d in sim.distributions().values()) == sorted(names)
 
 
 def test_refill_tops_up_only_below_low_water(
