@@ -3,18 +3,29 @@
 The file is chosen by ``--config PATH``, else the ``LINKPOOL_CONFIG`` environment variable, else
 ``./linkpool.toml``. Every error names the file and the key. The API token is never stored here:
 ``QualtricsSettings.token()`` reads it from the environment when a command needs Qualtrics.
+
+Each setting is declared once, as a dataclass field whose metadata (a ``Spec``: TOML key, doc
+text, kind, bounds, example) drives everything else: the parser and its unknown-key check, the
+validation of settings built in code (``__post_init__``), and the reference tables of
+docs/configuration.md and the example file (``linkpool.config_docs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from linkpool.errors import ConfigError
 
@@ -22,25 +33,34 @@ DEFAULT_CONFIG_PATH = Path("linkpool.toml")
 CONFIG_ENV = "LINKPOOL_CONFIG"
 DATABASE_URL_ENV = "LINKPOOL_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///linkpool.db"
-MAX_LIST_SIZE = 10_000
 DEFAULT_LIST_PREFIX = "linkpool"
+MAX_LIST_SIZE = 10_000
+"""Qualtrics imports at most 10,000 contacts at a time."""
+MAX_TARGET_AVAILABLE = 1_000_000
+"""A thousand lists of a thousand: more than any pool needs, far below the directory's ceiling."""
+MAX_DURATION = timedelta(days=3650)
+"""No duration in linkpool means more than ten years; longer ones overflow dates and timeouts."""
+MAX_EMBEDDED_NAME = 200
+MAX_EMBEDDED_VALUE = 1024
+INTERVAL_SUFFIX = "_interval"
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_SURVEY_ID = re.compile(r"^SV_[A-Za-z0-9]{10,20}$")
-_DIRECTORY_ID = re.compile(r"^POOL_[A-Za-z0-9]{10,20}$")
-_DATACENTER = re.compile(r"^[a-z]{2,4}[0-9]{1,2}$")
-_POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_LIST_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_LIST_PREFIX_RULE = "1 to 40 letters, digits, '-', '_' or '.' (no '/')"
+_DURATION = re.compile(r"\s*(\d{1,12})\s*([smhd])\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_JOB_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]+")  # urlsplit lowercases
+_DRIVER = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9_]+)?")
 
 
 def parse_duration(text: str) -> timedelta:
     """``"60d"`` → 60 days. An integer and one unit of ``s``, ``m``, ``h``, ``d``."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"{text!r} is not a duration like '30s', '5m', '12h' or '60d'")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text.strip()!r} is longer than {format_duration(MAX_DURATION)}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -60,22 +80,383 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+# --- what a field's metadata says -----------------------------------------------------------
+
+
+class Problem(Exception):
+    """One thing wrong with one value, worded without file or key (the caller adds them);
+    ``sub`` names the entry of a table value that is wrong."""
+
+    def __init__(self, message: str, sub: str = "") -> None:
+        super().__init__(message)
+        self.sub = sub
+
+    def key(self, key: str) -> str:
+        return f"{key}.{self.sub}" if self.sub else key
+
+
 @dataclass(frozen=True)
+class Kind:
+    """How one kind of setting is written in TOML, checked in Python and shown in the docs."""
+
+    name: str
+    from_toml: Callable[[Any], Any]
+    check: Callable[[Any, Spec], None]
+    to_toml: Callable[[Any], str]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The metadata of one setting. ``low``/``high`` bound numbers and durations, or a string's
+    length; ``rule`` is a full-match pattern worded by ``rule_text``; ``echo=False`` keeps the
+    value out of error messages (it may be a secret)."""
+
+    doc: str
+    kind: Kind
+    low: Any = None
+    high: Any = None
+    rule: re.Pattern[str] | None = None
+    rule_text: str = ""
+    echo: bool = True
+    example: Any = None
+    commented: bool = False
+    key: str | None = None
+    table: str | None = None
+    allowed_keys: tuple[str, ...] = ()
+    env: str | None = None
+    from_table_name: bool = False
+    check: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """The metadata of a field of ``Settings`` that holds a TOML table."""
+
+    doc: str
+    form: str  # "one" (a table), "optional" (a table or None), "named" (pools), "intervals"
+    settings: type | None = None
+    example_name: str = ""
+
+
+SPEC = "linkpool"
+
+
+def setting(default: Any = dataclasses.MISSING, *, in_repr: bool = True, **spec: Any) -> Any:
+    """A dataclass field carrying its ``Spec``; mappings get a fresh copy of their default."""
+    metadata = {SPEC: Spec(**spec)}
+    if isinstance(default, dict):
+        factory: Callable[[], dict[str, Any]] = functools.partial(dict, default)
+        return field(default_factory=factory, repr=in_repr, metadata=metadata)
+    return field(default=default, repr=in_repr, metadata=metadata)
+
+
+def specs(kind: type) -> Iterator[tuple[dataclasses.Field[Any], Spec]]:
+    """The fields of a settings class that are settings, with their specs, in order."""
+    for found in dataclasses.fields(kind):
+        spec = found.metadata.get(SPEC)
+        if isinstance(spec, Spec):
+            yield found, spec
+
+
+def toml_key(found: dataclasses.Field[Any], spec: Spec) -> str:
+    return spec.key or found.name
+
+
+def default_of(found: dataclasses.Field[Any]) -> Any:
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return None if found.default is dataclasses.MISSING else found.default
+
+
+def is_required(found: dataclasses.Field[Any]) -> bool:
+    return found.default is dataclasses.MISSING and found.default_factory is dataclasses.MISSING
+
+
+# --- the kinds ------------------------------------------------------------------------------
+
+
+def _described(value: Any) -> str:
+    return repr(value)
+
+
+def _check_type(value: Any, wanted: type | tuple[type, ...], words: str) -> None:
+    if isinstance(value, bool) and wanted is not bool:
+        raise Problem(f"must be {words}, not {_described(value)}")
+    if not isinstance(value, wanted):
+        raise Problem(f"must be {words}, not {_described(value)}")
+
+
+def _check_text(value: str, spec: Spec, *, low: int = 0, high: int | None = None) -> None:
+    """No control characters in any name or id; the length and the rule of the spec."""
+    shown = f"{value!r} " if spec.echo else ""
+    if _CONTROL.search(value):
+        raise Problem(f"{shown}must not contain control characters (newline, tab, …)".strip())
+    low = spec.low if spec.low is not None else low
+    high = spec.high if spec.high is not None else high
+    if len(value) < low:
+        raise Problem("must not be empty" if low == 1 else f"must be at least {low} characters")
+    if high is not None and len(value) > high:
+        raise Problem(f"must be at most {high} characters")
+    if spec.rule is not None and not spec.rule.fullmatch(value):
+        raise Problem(f"{shown}is not {spec.rule_text}".strip())
+
+
+def _check_string(value: Any, spec: Spec) -> None:
+    _check_type(value, str, "a string")
+    _check_text(value, spec)
+
+
+def _check_integer(value: Any, spec: Spec) -> None:
+    _check_type(value, int, "an integer")
+    if not spec.low <= value <= spec.high:
+        raise Problem(f"must be between {spec.low} and {spec.high}, not {value}")
+
+
+def _check_boolean(value: Any, spec: Spec) -> None:
+    _check_type(value, bool, "true or false")
+
+
+def _check_bounded_duration(value: timedelta, spec: Spec) -> None:
+    if value < spec.low:
+        if spec.low <= timedelta(seconds=1):
+            raise Problem("must be longer than zero")
+        raise Problem(f"must be at least {format_duration(spec.low)}")
+    if value > spec.high:
+        raise Problem(f"must be at most {format_duration(spec.high)}, not {format_duration(value)}")
+
+
+def _check_duration(value: Any, spec: Spec) -> None:
+    _check_type(value, timedelta, "a duration")
+    _check_bounded_duration(value, spec)
+
+
+def _check_seconds(value: Any, spec: Spec) -> None:
+    _check_type(value, (int, float), "a number of seconds")
+    _check_bounded_duration(timedelta(seconds=value), spec)
+
+
+def _check_string_table(value: Any, spec: Spec) -> None:
+    _check_type(value, Mapping, "a table")
+    names = Spec(doc="", kind=STRING, low=1, high=MAX_EMBEDDED_NAME)
+    values = Spec(doc="", kind=STRING, high=MAX_EMBEDDED_VALUE)
+    for name, item in value.items():
+        try:
+            _check_string(name, names)
+            if spec.allowed_keys and name not in spec.allowed_keys:
+                raise Problem(f"not allowed here; allowed: {', '.join(spec.allowed_keys)}")
+            _check_string(item, values)
+        except Problem as exc:
+            raise Problem(str(exc), sub=name) from None
+
+
+def _duration_from_toml(value: Any) -> timedelta:
+    if not isinstance(value, str):
+        raise Problem(f"must be a duration like '30s', '5m', '12h' or '60d', not {value!r}")
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise Problem(str(exc)) from None
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_table(value: Mapping[str, str]) -> str:
+    bare = re.compile(r"[A-Za-z0-9_-]+")
+    items = [
+        f"{name if bare.fullmatch(name) else _toml_string(name)} = {_toml_string(item)}"
+        for name, item in value.items()
+    ]
+    return "{ " + ", ".join(items) + " }" if items else "{}"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+STRING = Kind("string", _same, _check_string, _toml_string)
+INTEGER = Kind("integer", _same, _check_integer, str)
+BOOLEAN = Kind("boolean", _same, _check_boolean, lambda value: "true" if value else "false")
+DURATION = Kind(
+    "duration",
+    _duration_from_toml,
+    _check_duration,
+    lambda value: _toml_string(format_duration(value)),
+)
+SECONDS = Kind(
+    "duration",
+    lambda value: _duration_from_toml(value).total_seconds(),
+    _check_seconds,
+    lambda value: _toml_string(format_duration(timedelta(seconds=value))),
+)
+STRING_TABLE = Kind(
+    "table of strings",
+    lambda value: dict(value) if isinstance(value, Mapping) else value,
+    _check_string_table,
+    _toml_table,
+)
+
+
+# --- validation, in one place ---------------------------------------------------------------
+
+
+class InvalidSetting(ConfigError):
+    """A setting out of its bounds, raised by the settings classes themselves. ``key`` is the
+    TOML key relative to the class's table (empty for the table as a whole)."""
+
+    def __init__(self, where: str, key: str, problem: str) -> None:
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _validate(instance: Any, where: str, rules: Callable[[], Iterator[tuple[str, str]]]) -> None:
+    """Check every field of a settings instance against its spec, then the cross-field rules;
+    raise the first problem as an InvalidSetting."""
+    for found, spec in specs(type(instance)):
+        value = getattr(instance, found.name)
+        if value in (None, "") and value == found.default:
+            continue  # an optional value left unset; the cross-field rules decide
+        try:
+            spec.kind.check(value, spec)
+            if spec.check is not None:
+                spec.check(value)
+        except Problem as exc:
+            key = "" if spec.from_table_name else toml_key(found, spec)
+            if spec.table:
+                key = f"{spec.table}.{key}"
+            raise InvalidSetting(where, exc.key(key), str(exc)) from None
+    for key, problem in rules():
+        raise InvalidSetting(where, key, problem)
+
+
+def _freeze(instance: Any, name: str, value: Any) -> None:
+    """Normalise one field of a frozen dataclass during its own ``__post_init__``."""
+    object.__setattr__(instance, name, value)
+
+
+def _no_rules() -> Iterator[tuple[str, str]]:
+    return iter(())
+
+
+def _check_base_url(value: str) -> None:
+    shape = f"{value!r} is not a URL like 'https://iad1.qualtrics.com/API/v3'"
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("https", "http"):
+        raise Problem(f"{value!r} must start with https://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise Problem(f"{value!r} has a port that is not a number from 1 to 65535") from None
+    extras = parts.username or parts.password or parts.query or parts.fragment
+    host = parts.hostname or ""
+    if extras or port == 0 or not _HOST.fullmatch(host) or re.search(r"\s", value):
+        raise Problem(shape)
+
+
+def _check_database_url(value: str) -> None:
+    """Parsed as SQLAlchemy will parse it; never echoed, since it may hold a password."""
+    shape = "is not a database URL like 'sqlite:///linkpool.db' or 'postgresql://user@host/db'"
+    try:
+        url = make_url(value)
+        port = url.port
+    except (ArgumentError, ValueError):
+        raise Problem(shape) from None
+    if not _DRIVER.fullmatch(url.drivername):
+        raise Problem(shape)
+    if port is not None and not 1 <= port <= 65535:
+        raise Problem("has a port that is not a number from 1 to 65535")
+
+
+# --- the settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
 class QualtricsSettings:
-    base_url: str
-    directory_id: str
-    api_token_env: str = "QUALTRICS_API_TOKEN"
-    requests_per_minute: int = 3000
-    max_concurrency: int = 4
-    timeout: float = 30.0
-    max_retries: int = 5
-    list_prefix: str = DEFAULT_LIST_PREFIX
-    """Lists are named ``<list_prefix>/<pool>/<uuid>``; gc takes only lists named so as its own,
-    so installations sharing a directory must each have their own."""
+    """``datacenter`` is a shorthand: it becomes ``base_url`` and then reads back as None."""
+
+    base_url: str = setting(
+        "",
+        doc="the API base URL of your datacenter; give it or `datacenter`, not both",
+        kind=STRING,
+        check=_check_base_url,
+        example="https://iad1.qualtrics.com/API/v3",
+    )
+    datacenter: str | None = setting(
+        None,
+        doc="a datacenter id instead of `base_url`: `iad1` means `https://iad1.qualtrics.com/API/v3`",
+        kind=STRING,
+        rule=re.compile(r"[a-z]{2,4}[0-9]{1,2}"),
+        rule_text="a datacenter like 'iad1'",
+        example="iad1",
+        commented=True,
+    )
+    directory_id: str = setting(
+        doc="your XM Directory, which holds the placeholder contacts and mailing lists",
+        kind=STRING,
+        rule=re.compile(r"POOL_[A-Za-z0-9]{10,20}"),
+        rule_text="a directory id like 'POOL_abc123…' (POOL_ then 10–20 letters or digits)",
+        example="POOL_ExampleDirectory",
+    )
+    api_token_env: str = setting(
+        "QUALTRICS_API_TOKEN",
+        doc="the environment variable that holds your API token (read only when needed)",
+        kind=STRING,
+        rule=re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}"),
+        rule_text="an environment variable name: give the NAME of the variable that holds "
+        "the token, never the token itself",
+        echo=False,
+    )
+    requests_per_minute: int = setting(
+        3000,
+        doc="client-side throttle across all threads (3,000 is the commonly cited brand limit)",
+        kind=INTEGER,
+        low=1,
+        high=100_000,
+    )
+    max_concurrency: int = setting(
+        4, doc="requests in flight at once", kind=INTEGER, low=1, high=64
+    )
+    timeout: float = setting(
+        30.0,
+        doc="per request",
+        kind=SECONDS,
+        low=timedelta(seconds=1),
+        high=timedelta(minutes=30),
+    )
+    max_retries: int = setting(
+        5,
+        doc="retries of GET/PUT/DELETE on 429, 5xx, timeouts and connection errors "
+        "(POSTs are never retried)",
+        kind=INTEGER,
+        low=0,
+        high=20,
+    )
+    list_prefix: str = setting(
+        DEFAULT_LIST_PREFIX,
+        doc="lists are named `<list_prefix>/<pool>/<uuid>`, and gc takes only lists named so "
+        "as its own: installations sharing a directory must each have their own",
+        kind=STRING,
+        rule=re.compile(r"[A-Za-z0-9_.-]{1,40}"),
+        rule_text="1 to 40 letters, digits, '-', '_' or '.' (no '/')",
+        commented=True,
+    )
 
     def __post_init__(self) -> None:
-        if not _LIST_PREFIX.match(self.list_prefix):
-            raise ConfigError(f"[qualtrics] list_prefix: must be {_LIST_PREFIX_RULE}")
+        if self.datacenter is not None and not self.base_url:
+            _validate(self, "[qualtrics]", _no_rules)  # the datacenter, before it makes a URL
+            _freeze(self, "base_url", f"https://{self.datacenter}.qualtrics.com/API/v3")
+            _freeze(self, "datacenter", None)
+        if isinstance(self.base_url, str):
+            _freeze(self, "base_url", self.base_url.rstrip("/"))
+        _validate(self, "[qualtrics]", self._rules)
+
+    def _rules(self) -> Iterator[tuple[str, str]]:
+        if self.datacenter:
+            yield "datacenter", "give either base_url or datacenter, not both"
+        if not self.base_url:
+            yield "", "needs base_url or datacenter"
 
     def token(self) -> str:
         """The API token from the environment; a ConfigError naming the variable if it is unset."""
@@ -88,53 +469,218 @@ class QualtricsSettings:
         return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolSettings:
-    name: str
-    survey_id: str
-    target_available: int = 500
-    low_water: int = 200
-    list_size: int = 1000
-    link_ttl: timedelta = timedelta(days=60)
-    min_remaining: timedelta = timedelta(days=7)
-    embedded_data: Mapping[str, str] = field(default_factory=dict)
+    name: str = setting(
+        doc="the pool's name: the key of its table",
+        kind=STRING,
+        rule=re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
+        rule_text="a pool name: letters, digits, '-', '_' or '.' (at most 63, first a letter "
+        "or digit)",
+        from_table_name=True,
+    )
+    survey_id: str = setting(
+        doc="the survey whose personal links the pool holds",
+        kind=STRING,
+        rule=re.compile(r"SV_[A-Za-z0-9]{10,20}"),
+        rule_text="a survey id like 'SV_abc123…' (SV_ then 10–20 letters or digits)",
+        example="SV_ExampleSurvey01",
+    )
+    target_available: int = setting(
+        500,
+        doc="refill tops claimable links up to this",
+        kind=INTEGER,
+        low=1,
+        high=MAX_TARGET_AVAILABLE,
+    )
+    low_water: int = setting(
+        200,
+        doc="refill acts, and status says LOW, when claimable links fall below this; "
+        "at most `target_available`",
+        kind=INTEGER,
+        low=1,
+        high=MAX_TARGET_AVAILABLE,
+    )
+    list_size: int = setting(
+        1000, doc="placeholder contacts per mailing list", kind=INTEGER, low=1, high=MAX_LIST_SIZE
+    )
+    link_ttl: timedelta = setting(
+        timedelta(days=60),
+        doc="each distribution's expirationDate is now + `link_ttl` (Qualtrics' UI default is 60 days)",
+        kind=DURATION,
+        low=timedelta(seconds=1),
+        high=MAX_DURATION,
+    )
+    min_remaining: timedelta = setting(
+        timedelta(days=7),
+        doc="a link with less life left is never handed out; shorter than `link_ttl`",
+        kind=DURATION,
+        low=timedelta(seconds=1),
+        high=MAX_DURATION,
+    )
+    embedded_data: Mapping[str, str] = setting(
+        {},
+        doc="embedded data written onto every placeholder contact (names at most "
+        f"{MAX_EMBEDDED_NAME} characters, values at most {MAX_EMBEDDED_VALUE})",
+        kind=STRING_TABLE,
+        example={"source": "linkpool"},
+    )
 
     def __post_init__(self) -> None:
-        problems = pool_problems(self)
-        if problems:
-            key, message = problems[0]
-            raise ConfigError(f"pool {self.name!r}: {key}: {message}")
+        _validate(self, f"pool {self.name!r}", self._rules)
+
+    def _rules(self) -> Iterator[tuple[str, str]]:
+        if self.low_water > self.target_available:
+            yield "low_water", "must not exceed target_available"
+        if self.min_remaining >= self.link_ttl:
+            yield "min_remaining", "must be shorter than link_ttl"
 
 
-@dataclass(frozen=True)
-class ScheduleSettings:
-    refill_interval: timedelta = timedelta(minutes=5)
-    gc_interval: timedelta = timedelta(hours=1)
-    sync_interval: timedelta = timedelta(seconds=30)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GcSettings:
-    grace: timedelta = timedelta(hours=1)
-    purge_contacts: bool = False
+    grace: timedelta = setting(
+        timedelta(hours=1),
+        doc="how long after a distribution expires before gc deletes its list",
+        kind=DURATION,
+        low=timedelta(seconds=1),
+        high=timedelta(days=365),
+    )
+    purge_contacts: bool = setting(
+        False,
+        doc="also delete expired placeholder contacts from the directory (one API call each)",
+        kind=BOOLEAN,
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "[gc]", _no_rules)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyncSettings:
-    recipient_field: str = "linkpool_recipient"
-    max_attempts: int = 5
-    contact_fields: Mapping[str, str] = field(default_factory=dict)
+    recipient_field: str = setting(
+        "linkpool_recipient",
+        doc="the embedded-data field that carries the recipient id into responses",
+        kind=STRING,
+        low=1,
+        high=MAX_EMBEDDED_NAME,
+    )
+    max_attempts: int = setting(
+        5,
+        doc="write-back attempts before a claim's write-back is marked failed "
+        "(`linkpool sync --retry-failed` tries again)",
+        kind=INTEGER,
+        low=1,
+        high=100,
+    )
+    contact_fields: Mapping[str, str] = setting(
+        {},
+        doc="contact fields (`firstName`, `lastName`, `email`) mapped to keys of the claim's "
+        "data copied onto them; off by default, since directory deduplication can merge "
+        "contacts that share an email",
+        kind=STRING_TABLE,
+        allowed_keys=("email", "firstName", "lastName"),
+        example={"firstName": "first_name", "email": "email"},
+        commented=True,
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "[sync]", _no_rules)
 
 
-@dataclass(frozen=True)
+ScheduleSettings = Mapping[str, timedelta]
+"""``[schedule]``: job name → interval, holding only what the file says. The job registry
+declares each job's default interval and refuses names it does not know."""
+
+SCHEDULE_SPEC = Spec(
+    doc="how often `linkpool run` runs the job `<job>`",
+    kind=DURATION,
+    low=timedelta(seconds=1),
+    high=timedelta(days=30),
+)
+
+
+def _schedule_rules(schedule: Mapping[str, timedelta]) -> Iterator[tuple[str, str]]:
+    for name, interval in schedule.items():
+        key = f"{name}{INTERVAL_SUFFIX}"
+        if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+            yield key, "a job name is lowercase letters, digits and '_', first a letter"
+            continue
+        try:
+            SCHEDULE_SPEC.kind.check(interval, SCHEDULE_SPEC)
+        except Problem as exc:
+            yield key, str(exc)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
-    qualtrics: QualtricsSettings | None = None
-    pools: Mapping[str, PoolSettings] = field(default_factory=dict)
-    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
-    gc: GcSettings = field(default_factory=GcSettings)
-    sync: SyncSettings = field(default_factory=SyncSettings)
+    database_url: str = setting(
+        DEFAULT_DATABASE_URL,
+        in_repr=False,  # it may hold a password
+        doc="a SQLAlchemy URL; `postgresql://` and `postgres://` use psycopg 3; "
+        f"the environment variable `{DATABASE_URL_ENV}` overrides it",
+        kind=STRING,
+        check=_check_database_url,
+        echo=False,
+        key="url",
+        table="database",
+        env=DATABASE_URL_ENV,
+    )
+    qualtrics: QualtricsSettings | None = field(
+        default=None,
+        metadata={
+            SPEC: Table(
+                doc="Needed by the commands that call Qualtrics (`refill`, `gc`, `sync`, `run`).",
+                form="optional",
+                settings=QualtricsSettings,
+            )
+        },
+    )
+    pools: Mapping[str, PoolSettings] = field(
+        default_factory=dict,
+        metadata={
+            SPEC: Table(
+                doc="One table per pool; the table's key is the pool's name (letters, digits, "
+                "`-`, `_`, `.`; at most 63 characters; first a letter or digit).",
+                form="named",
+                settings=PoolSettings,
+                example_name="nps-checkin",
+            )
+        },
+    )
+    schedule: ScheduleSettings = field(
+        default_factory=dict,
+        metadata={
+            SPEC: Table(
+                doc="How often `linkpool run` (the daemon) runs each job: one key "
+                "`<job>_interval` per job; a job not named here runs at its own default.",
+                form="intervals",
+            )
+        },
+    )
+    gc: GcSettings = field(
+        default_factory=GcSettings,
+        metadata={SPEC: Table(doc="The reaper of expired lists.", form="one", settings=GcSettings)},
+    )
+    sync: SyncSettings = field(
+        default_factory=SyncSettings,
+        metadata={SPEC: Table(doc="Recipient write-back.", form="one", settings=SyncSettings)},
+    )
     source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.database_url, str):
+            _freeze(self, "database_url", normalize_database_url(self.database_url))
+        _validate(self, "settings", self._rules)
+
+    def _rules(self) -> Iterator[tuple[str, str]]:
+        if not isinstance(self.schedule, Mapping):
+            yield "schedule", "must be a mapping of job names to intervals"
+            return
+        for key, problem in _schedule_rules(self.schedule):
+            yield f"schedule.{key}", problem
+        for name, pool in self.pools.items():
+            if not isinstance(pool, PoolSettings) or pool.name != name:
+                yield f"pools.{name}", "must be the PoolSettings of that name"
 
     def require_qualtrics(self) -> QualtricsSettings:
         if self.qualtrics is None:
@@ -143,22 +689,23 @@ class Settings:
         return self.qualtrics
 
 
-def pool_problems(pool: PoolSettings) -> list[tuple[str, str]]:
-    """Cross-field rules of a pool, as (key, message) pairs."""
-    problems = []
-    if not _SURVEY_ID.match(pool.survey_id):
-        problems.append(("survey_id", f"{pool.survey_id!r} is not a survey id like 'SV_abc123…'"))
-    if not 1 <= pool.list_size <= MAX_LIST_SIZE:
-        problems.append(("list_size", f"must be between 1 and {MAX_LIST_SIZE}"))
-    if pool.target_available < 1:
-        problems.append(("target_available", "must be at least 1"))
-    if pool.low_water < 0:
-        problems.append(("low_water", "must not be negative"))
-    if pool.low_water > pool.target_available:
-        problems.append(("low_water", "must not exceed target_available"))
-    if pool.min_remaining >= pool.link_ttl:
-        problems.append(("min_remaining", "must be shorter than link_ttl"))
-    return problems
+def tables() -> Iterator[tuple[str, Table | None, list[tuple[dataclasses.Field[Any], Spec]]]]:
+    """The file's tables in order: (TOML name, Table metadata or None for a table of Settings'
+    own fields, the settings it holds)."""
+    own: dict[str, list[tuple[dataclasses.Field[Any], Spec]]] = {}
+    for found in dataclasses.fields(Settings):
+        spec = found.metadata.get(SPEC)
+        if isinstance(spec, Spec) and spec.table:
+            own.setdefault(spec.table, []).append((found, spec))
+    yield from ((name, None, fields) for name, fields in own.items())
+    for found in dataclasses.fields(Settings):
+        table = found.metadata.get(SPEC)
+        if isinstance(table, Table):
+            fields = list(specs(table.settings)) if table.settings else []
+            yield found.name, table, fields
+
+
+# --- reading the file -----------------------------------------------------------------------
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None) -> Path:
@@ -192,6 +739,9 @@ def settings_from_mapping(raw: Mapping[str, Any], *, source: Path | None = None)
 
 
 class _Parser:
+    """Turns TOML values into constructor arguments, driven by the specs; the settings classes
+    validate what they are given, and the parser words their errors with file and key."""
+
     def __init__(self, source: Path | None) -> None:
         self.where = str(source) if source else "<config>"
         self.source = source
@@ -199,238 +749,149 @@ class _Parser:
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.where}: {key}: {message}")
 
-    def table(self, raw: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+    def mapping(self, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = raw.get(key, {})
         if not isinstance(value, Mapping):
             raise self.fail(key, "must be a table")
-        unknown = sorted(set(value) - allowed)
+        return value
+
+    def table(self, raw: Mapping[str, Any], key: str, allowed: list[str]) -> Mapping[str, Any]:
+        value = self.mapping(raw, key)
+        self.no_unknown(value, key, allowed)
+        return value
+
+    def no_unknown(self, value: Mapping[str, Any], prefix: str, allowed: list[str]) -> None:
+        unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise self.fail(
-                f"{key}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
+                f"{prefix}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(allowed))}"
             )
-        return value
 
-    def value(
-        self, table: Mapping[str, Any], prefix: str, key: str, kind: type, default: Any
-    ) -> Any:
-        if key not in table:
-            return default
-        value = table[key]
-        wrong = not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            wrong = False
-        if wrong:
-            raise self.fail(f"{prefix}.{key}", f"must be {_KIND_NAMES[kind]}, not {value!r}")
-        return value
+    def arguments(
+        self,
+        table: Mapping[str, Any],
+        prefix: str,
+        fields: list[tuple[dataclasses.Field[Any], Spec]],
+    ) -> dict[str, Any]:
+        """Constructor arguments for the keys present, converted from their TOML form."""
+        arguments: dict[str, Any] = {}
+        for found, spec in fields:
+            key = toml_key(found, spec)
+            if spec.from_table_name:
+                continue
+            if key not in table:
+                if is_required(found):
+                    raise self.fail(f"{prefix}.{key}", f"is required ({spec.doc})")
+                continue
+            try:
+                arguments[found.name] = spec.kind.from_toml(table[key])
+            except Problem as exc:
+                raise self.fail(exc.key(f"{prefix}.{key}"), str(exc)) from None
+        return arguments
 
-    def positive_int(self, table: Mapping[str, Any], prefix: str, key: str, default: int) -> int:
-        value = self.value(table, prefix, key, int, default)
-        if value < 1:
-            raise self.fail(f"{prefix}.{key}", f"must be a positive integer, not {value}")
-        return int(value)
-
-    def non_negative_int(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: int
-    ) -> int:
-        value = self.value(table, prefix, key, int, default)
-        if value < 0:
-            raise self.fail(f"{prefix}.{key}", f"must not be negative, not {value}")
-        return int(value)
-
-    def duration(
-        self, table: Mapping[str, Any], prefix: str, key: str, default: timedelta
-    ) -> timedelta:
-        text = self.value(table, prefix, key, str, None)
-        if text is None:
-            return default
+    def build(self, kind: type, prefix: str, arguments: dict[str, Any]) -> Any:
         try:
-            value = parse_duration(text)
-        except ValueError as exc:
-            raise self.fail(f"{prefix}.{key}", str(exc)) from None
-        if value <= timedelta(0):
-            raise self.fail(f"{prefix}.{key}", "must be longer than zero")
-        return value
-
-    def string_map(self, table: Mapping[str, Any], prefix: str, key: str) -> dict[str, str]:
-        value = self.value(table, prefix, key, dict, {})
-        for name, item in value.items():
-            if not isinstance(item, str):
-                raise self.fail(f"{prefix}.{key}.{name}", f"must be a string, not {item!r}")
-        return dict(value)
+            return kind(**arguments)
+        except InvalidSetting as exc:
+            where = f"{prefix}.{exc.key}" if exc.key else prefix
+            raise self.fail(where, exc.problem) from None
 
     def settings(self, raw: Mapping[str, Any]) -> Settings:
-        unknown = sorted(set(raw) - set(_SECTIONS))
+        layout = list(tables())
+        names = [name for name, _, _ in layout]
+        unknown = sorted(set(raw) - set(names))
         if unknown:
-            raise self.fail(unknown[0], f"unknown table; allowed: {', '.join(_SECTIONS)}")
-        return Settings(
-            database_url=self.database(raw),
-            qualtrics=self.qualtrics(raw) if "qualtrics" in raw else None,
-            pools=self.pools(raw),
-            schedule=self.schedule(raw),
-            gc=self.gc(raw),
-            sync=self.sync(raw),
-            source=self.source,
-        )
+            raise self.fail(unknown[0], f"unknown table; allowed: {', '.join(names)}")
+        arguments: dict[str, Any] = {"source": self.source}
+        for name, table, fields in layout:
+            if table is None:
+                arguments.update(self.own_table(raw, name, fields))
+            elif table.form == "named":
+                arguments[name] = self.named_tables(raw, name, table, fields)
+            elif table.form == "intervals":
+                arguments[name] = self.intervals(raw, name)
+            elif name in raw or table.form == "one":
+                assert table.settings is not None
+                allowed = [toml_key(found, spec) for found, spec in fields]
+                values = self.arguments(self.table(raw, name, allowed), name, fields)
+                arguments[name] = self.build(table.settings, name, values)
+        return self.build_settings(arguments)
 
-    def database(self, raw: Mapping[str, Any]) -> str:
-        table = self.table(raw, "database", {"url"})
-        from_file = self.value(table, "database", "url", str, DEFAULT_DATABASE_URL)
-        url = os.environ.get(DATABASE_URL_ENV) or from_file
-        if "://" not in url:
-            raise self.fail("database.url", f"{url!r} is not a URL like 'sqlite:///linkpool.db'")
-        return normalize_database_url(url)
+    def own_table(
+        self, raw: Mapping[str, Any], name: str, fields: list[tuple[dataclasses.Field[Any], Spec]]
+    ) -> dict[str, Any]:
+        table = self.table(raw, name, [toml_key(found, spec) for found, spec in fields])
+        arguments = self.arguments(table, name, fields)
+        for found, spec in fields:
+            if found.name in arguments:
+                try:  # the file's value, even when the environment overrides it
+                    spec.kind.check(arguments[found.name], spec)
+                except Problem as exc:
+                    raise self.fail(exc.key(f"{name}.{toml_key(found, spec)}"), str(exc)) from None
+            if spec.env and os.environ.get(spec.env):
+                arguments[found.name] = os.environ[spec.env]
+        return arguments
 
-    def qualtrics(self, raw: Mapping[str, Any]) -> QualtricsSettings:
-        p = "qualtrics"
-        table = self.table(raw, p, _QUALTRICS_KEYS)
-        base_url = self.value(table, p, "base_url", str, None)
-        datacenter = self.value(table, p, "datacenter", str, None)
-        if base_url and datacenter:
-            raise self.fail(f"{p}.datacenter", "give either base_url or datacenter, not both")
-        if datacenter:
-            if not _DATACENTER.match(datacenter):
+    def build_settings(self, arguments: dict[str, Any]) -> Settings:
+        try:
+            return Settings(**arguments)
+        except InvalidSetting as exc:
+            origin = ""
+            for found, spec in specs(Settings):
+                from_env = spec.env and os.environ.get(spec.env)
+                if from_env and exc.key == f"{spec.table}.{toml_key(found, spec)}":
+                    origin = f" (the value comes from the environment variable {spec.env})"
+            raise self.fail(exc.key, exc.problem + origin) from None
+
+    def named_tables(
+        self,
+        raw: Mapping[str, Any],
+        name: str,
+        table: Table,
+        fields: list[tuple[dataclasses.Field[Any], Spec]],
+    ) -> dict[str, Any]:
+        named = raw.get(name, {})
+        assert table.settings is not None
+        if not isinstance(named, Mapping):
+            raise self.fail(name, f"must be a table of tables, like [{name}.{table.example_name}]")
+        built = {}
+        allowed = [toml_key(f, s) for f, s in fields if not s.from_table_name]
+        for entry, values in named.items():
+            prefix = f"{name}.{entry}"
+            if not isinstance(values, Mapping):
+                raise self.fail(prefix, "must be a table")
+            self.name_first(prefix, entry, fields)
+            self.no_unknown(values, prefix, allowed)
+            arguments = self.arguments(values, prefix, fields)
+            name_field = next(f.name for f, s in fields if s.from_table_name)
+            built[entry] = self.build(table.settings, prefix, {name_field: entry, **arguments})
+        return built
+
+    def name_first(
+        self, prefix: str, entry: str, fields: list[tuple[dataclasses.Field[Any], Spec]]
+    ) -> None:
+        """A bad table name is reported before whatever else its table holds."""
+        for _, spec in fields:
+            if spec.from_table_name:
+                try:
+                    spec.kind.check(entry, spec)
+                except Problem as exc:
+                    raise self.fail(prefix, str(exc)) from None
+
+    def intervals(self, raw: Mapping[str, Any], name: str) -> dict[str, timedelta]:
+        table = self.mapping(raw, name)
+        schedule = {}
+        for key, value in table.items():
+            if not key.endswith(INTERVAL_SUFFIX):
                 raise self.fail(
-                    f"{p}.datacenter", f"{datacenter!r} is not a datacenter like 'iad1'"
+                    f"{name}.{key}", f"unknown key; [{name}] keys are <job>{INTERVAL_SUFFIX}"
                 )
-            base_url = f"https://{datacenter}.qualtrics.com/API/v3"
-        if not base_url:
-            raise self.fail(p, "needs base_url or datacenter")
-        if not base_url.startswith(("https://", "http://")):
-            raise self.fail(f"{p}.base_url", f"{base_url!r} must start with https://")
-        directory_id = self.value(table, p, "directory_id", str, None)
-        if directory_id is None:
-            raise self.fail(f"{p}.directory_id", "is required (your XM Directory id, 'POOL_…')")
-        if not _DIRECTORY_ID.match(directory_id):
-            raise self.fail(
-                f"{p}.directory_id", f"{directory_id!r} is not a directory id like 'POOL_abc123…'"
-            )
-        token_env = self.value(table, p, "api_token_env", str, "QUALTRICS_API_TOKEN")
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", token_env):
-            raise self.fail(  # never echo the value: it may be the token itself
-                f"{p}.api_token_env",
-                "is not an environment variable name: give the NAME of the variable "
-                "that holds the token, never the token itself",
-            )
-        timeout = self.duration(table, p, "timeout", timedelta(seconds=30))
-        list_prefix = self.value(table, p, "list_prefix", str, DEFAULT_LIST_PREFIX)
-        if not _LIST_PREFIX.match(list_prefix):
-            raise self.fail(f"{p}.list_prefix", f"{list_prefix!r} is not {_LIST_PREFIX_RULE}")
-        return QualtricsSettings(
-            base_url=base_url.rstrip("/"),
-            directory_id=directory_id,
-            api_token_env=token_env,
-            requests_per_minute=self.positive_int(table, p, "requests_per_minute", 3000),
-            max_concurrency=self.positive_int(table, p, "max_concurrency", 4),
-            timeout=timeout.total_seconds(),
-            max_retries=self.non_negative_int(table, p, "max_retries", 5),
-            list_prefix=list_prefix,
-        )
+            try:
+                schedule[key.removesuffix(INTERVAL_SUFFIX)] = SCHEDULE_SPEC.kind.from_toml(value)
+            except Problem as exc:
+                raise self.fail(f"{name}.{key}", str(exc)) from None
+        return schedule
 
-    def pools(self, raw: Mapping[str, Any]) -> dict[str, PoolSettings]:
-        pools = raw.get("pools", {})
-        if not isinstance(pools, Mapping):
-            raise self.fail("pools", "must be a table of pools, like [pools.nps-checkin]")
-        return {name: self.pool(name, table) for name, table in pools.items()}
-
-    def pool(self, name: str, raw: Any) -> PoolSettings:
-        p = f"pools.{name}"
-        if not _POOL_NAME.match(name):
-            raise self.fail(p, "a pool name is letters, digits, '-', '_' or '.' (at most 63)")
-        if not isinstance(raw, Mapping):
-            raise self.fail(p, "must be a table")
-        unknown = sorted(set(raw) - _POOL_KEYS)
-        if unknown:
-            raise self.fail(
-                f"{p}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_POOL_KEYS))}"
-            )
-        survey_id = self.value(raw, p, "survey_id", str, None)
-        if survey_id is None:
-            raise self.fail(f"{p}.survey_id", "is required (the survey's id, 'SV_…')")
-        pool = dict(
-            name=name,
-            survey_id=survey_id,
-            target_available=self.positive_int(raw, p, "target_available", 500),
-            low_water=self.value(raw, p, "low_water", int, 200),
-            list_size=self.value(raw, p, "list_size", int, 1000),
-            link_ttl=self.duration(raw, p, "link_ttl", timedelta(days=60)),
-            min_remaining=self.duration(raw, p, "min_remaining", timedelta(days=7)),
-            embedded_data=self.string_map(raw, p, "embedded_data"),
-        )
-        for key, message in pool_problems(_unchecked_pool(pool)):
-            raise self.fail(f"{p}.{key}", message)
-        return PoolSettings(**pool)
-
-    def schedule(self, raw: Mapping[str, Any]) -> ScheduleSettings:
-        p = "schedule"
-        table = self.table(raw, p, {"refill_interval", "gc_interval", "sync_interval"})
-        d = ScheduleSettings()
-        return ScheduleSettings(
-            refill_interval=self.duration(table, p, "refill_interval", d.refill_interval),
-            gc_interval=self.duration(table, p, "gc_interval", d.gc_interval),
-            sync_interval=self.duration(table, p, "sync_interval", d.sync_interval),
-        )
-
-    def gc(self, raw: Mapping[str, Any]) -> GcSettings:
-        table = self.table(raw, "gc", {"grace", "purge_contacts"})
-        return GcSettings(
-            grace=self.duration(table, "gc", "grace", GcSettings.grace),
-            purge_contacts=self.value(table, "gc", "purge_contacts", bool, False),
-        )
-
-    def sync(self, raw: Mapping[str, Any]) -> SyncSettings:
-        p = "sync"
-        table = self.table(raw, p, {"recipient_field", "max_attempts", "contact_fields"})
-        fields = self.string_map(table, p, "contact_fields")
-        bad = sorted(set(fields) - _CONTACT_FIELDS)
-        if bad:
-            raise self.fail(
-                f"{p}.contact_fields.{bad[0]}",
-                f"not a contact field; allowed: {', '.join(sorted(_CONTACT_FIELDS))}",
-            )
-        return SyncSettings(
-            recipient_field=self.value(table, p, "recipient_field", str, "linkpool_recipient"),
-            max_attempts=self.positive_int(table, p, "max_attempts", 5),
-            contact_fields=fields,
-        )
-
-
-def _unchecked_pool(values: dict[str, Any]) -> PoolSettings:
-    """A PoolSettings without running its own validation, so the parser can word the error."""
-    pool = object.__new__(PoolSettings)
-    for key, value in values.items():
-        object.__setattr__(pool, key, value)
-    return pool
-
-
-_SECTIONS = ("database", "qualtrics", "schedule", "gc", "sync", "pools")
-_QUALTRICS_KEYS = {
-    "base_url",
-    "datacenter",
-    "directory_id",
-    "api_token_env",
-    "requests_per_minute",
-    "max_concurrency",
-    "timeout",
-    "max_retries",
-    "list_prefix",
-}
-_POOL_KEYS = {
-    "survey_id",
-    "target_available",
-    "low_water",
-    "list_size",
-    "link_ttl",
-    "min_remaining",
-    "embedded_data",
-}
-_CONTACT_FIELDS = {"firstName", "lastName", "email"}
-_KIND_NAMES: dict[type, str] = {
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    bool: "true or false",
-    dict: "a table",
-}
 
 __all__ = [
     "GcSettings",
@@ -439,7 +900,9 @@ __all__ = [
     "ScheduleSettings",
     "Settings",
     "SyncSettings",
+    "format_duration",
     "load_settings",
+    "normalize_database_url",
     "parse_duration",
     "settings_from_mapping",
 ]

