@@ -41,6 +41,13 @@ LEADER_LEASE = "leader"
 LEADER_TTL = timedelta(seconds=60)
 """A leader that stops renewing is replaced after at most this long."""
 JOB_NAMES = ("sync", "refill", "gc")
+# What config no longer declares: each job's interval when [schedule] does not name it.
+DEFAULT_INTERVALS = {
+    "sync": timedelta(seconds=30),
+    "refill": timedelta(minutes=5),
+    "gc": timedelta(hours=1),
+}
+LOGGED = ("refill", "gc", "sync")
 
 Job = Callable[[], Any]
 
@@ -213,11 +220,7 @@ def build_scheduler(
         id="leader",
         next_run_time=start,
     )
-    intervals = {
-        "sync": schedule.sync_interval,
-        "refill": schedule.refill_interval,
-        "gc": schedule.gc_interval,
-    }
+    intervals = {**DEFAULT_INTERVALS, **schedule}
     for name in JOB_NAMES:
         if name in daemon.jobs:
             scheduler.add_job(
@@ -249,9 +252,7 @@ def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     logger.info(
         "linkpool daemon started: refill every %s, gc every %s, sync every %s",
-        format_duration(settings.schedule.refill_interval),
-        format_duration(settings.schedule.gc_interval),
-        format_duration(settings.schedule.sync_interval),
+        *(format_duration({**DEFAULT_INTERVALS, **settings.schedule}[job]) for job in LOGGED),
     )
     try:
         scheduler.start()

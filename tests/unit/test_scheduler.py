@@ -14,7 +14,6 @@ from linkpool.clock import ManualClock
 from linkpool.config import (
     PoolSettings,
     QualtricsSettings,
-    ScheduleSettings,
     Settings,
 )
 from linkpool.errors import LeaseHeld, QualtricsError
@@ -153,11 +152,11 @@ def test_refill_summary_adds_up_the_pools() -> None:
 
 
 def test_the_scheduler_runs_every_job_at_its_interval(store: Store, clock: ManualClock) -> None:
-    schedule = ScheduleSettings(
-        refill_interval=timedelta(minutes=5),
-        gc_interval=timedelta(hours=1),
-        sync_interval=timedelta(seconds=30),
-    )
+    schedule = {
+        "refill": timedelta(minutes=5),
+        "gc": timedelta(hours=1),
+        "sync": timedelta(seconds=30),
+    }
     instance = daemon(store, clock, [])
 
     scheduler = build_scheduler(instance, schedule)
