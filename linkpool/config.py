@@ -87,12 +87,12 @@ class Problem(Exception):
     """One thing wrong with one value, worded without file or key (the caller adds them);
     ``sub`` names the entry of a table value that is wrong."""
 
-    def __init__(self, message: str, sub: str = "") -> None:
+    def __init__(self, message: str, sub: str | None = None) -> None:
         super().__init__(message)
         self.sub = sub
 
     def key(self, key: str) -> str:
-        return f"{key}.{self.sub}" if self.sub else key
+        return key if self.sub is None else f"{key}.{self.sub}"
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,8 @@ class InvalidSetting(ConfigError):
     TOML key relative to the class's table (empty for the table as a whole)."""
 
     def __init__(self, where: str, key: str, problem: str) -> None:
-        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        separator = " " if where.endswith("]") else ": "  # "[gc] grace: …", "pool 'a': …"
+        super().__init__(f"{where}{separator}{key}: {problem}" if key else f"{where}: {problem}")
         self.key = key
         self.problem = problem
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from linkpool.config import (
     GcSettings,
     PoolSettings,
     QualtricsSettings,
-    ScheduleSettings,
     Settings,
     SyncSettings,
     format_duration,
@@ -23,7 +21,6 @@ from linkpool.config import (
     normalize_database_url,
     parse_duration,
     resolve_config_path,
-    settings_from_mapping,
 )
 from linkpool.errors import ConfigError
 
@@ -526,3 +523,235 @@ def test_loading_settings_does_not_need_the_token(
     assert settings.qualtrics.api_token_env == "QUALTRICS_API_TOKEN"
 
 
+# --- [schedule]: job name → interval, only what the file says ---------------------------------
+
+
+def test_schedule_maps_job_names_to_intervals(write_config) -> None:
+    path = write_config('[schedule]\nrefill_interval = "5m"\nresponses_interval = "1h"\n')
+
+    assert load_settings(path).schedule == {
+        "refill": timedelta(minutes=5),
+        "responses": timedelta(hours=1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "said"),
+    [
+        ('refill = "5m"', "schedule.refill", "<job>_interval"),
+        ('Refill_interval = "5m"', "schedule.Refill_interval", "job name"),
+        ('"re fill_interval" = "5m"', "schedule.re fill_interval", "job name"),
+        ('_interval = "5m"', "schedule._interval", "job name"),
+        ('gc_interval = "31d"', "schedule.gc_interval", "at most 30d"),
+        ("gc_interval = 60", "schedule.gc_interval", "a duration"),
+    ],
+)
+def test_a_schedule_key_is_a_job_name_and_a_bounded_interval(
+    write_config, text: str, key: str, said: str
+) -> None:
+    path = write_config(f"[schedule]\n{text}\n")
+
+    message = config_error(path)
+
+    assert message.startswith(f"{path}: {key}: "), message
+    assert said in message
+
+
+def test_settings_built_in_code_check_the_schedule() -> None:
+    with pytest.raises(ConfigError, match=r"schedule\.refill_interval: must be longer than zero"):
+        Settings(schedule={"refill": timedelta(0)})
+
+
+# --- issue 11 point 8: values that used to crash are one line naming file and key -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "said"),
+    [
+        # durations that overflow a date or a timeout
+        (POOL + 'link_ttl = "999999999999d"\n', "pools.nps.link_ttl", "longer than 3650d"),
+        (POOL + 'link_ttl = "3651d"\n', "pools.nps.link_ttl", "longer than 3650d"),
+        ('[gc]\ngrace = "366d"\n', "gc.grace", "at most 365d"),
+        (QUALTRICS + 'timeout = "31m"\n', "qualtrics.timeout", "at most 30m"),
+        # numbers no real deployment means
+        (POOL + f"target_available = {2**63 - 1}\n", "pools.nps.target_available", "1000000"),
+        (POOL + "low_water = 0\n", "pools.nps.low_water", "between 1 and"),
+        (QUALTRICS + "max_concurrency = 1000\n", "qualtrics.max_concurrency", "between 1 and 64"),
+        (QUALTRICS + "requests_per_minute = 10000000\n", "qualtrics.requests_per_minute", "100000"),
+        (QUALTRICS + "max_retries = 1000\n", "qualtrics.max_retries", "between 0 and 20"),
+        ("[sync]\nmax_attempts = 1000\n", "sync.max_attempts", "between 1 and 100"),
+        # ids and names with a trailing newline or another control character
+        (
+            '[qualtrics]\ndatacenter = "iad1\\n"\ndirectory_id = "POOL_TestDirectory01"\n',
+            "qualtrics.datacenter",
+            "control characters",
+        ),
+        (
+            QUALTRICS.replace("POOL_TestDirectory01", "POOL_TestDirectory01\\n"),
+            "qualtrics.directory_id",
+            "control characters",
+        ),
+        ('[pools.nps]\nsurvey_id = "SV_TestSurvey00001\\n"\n', "pools.nps.survey_id", "control"),
+        ('[pools."nps\\n"]\nsurvey_id = "SV_TestSurvey00001"\n', "pools.nps\n", "control"),
+        (QUALTRICS + 'list_prefix = "linkpool\\n"\n', "qualtrics.list_prefix", "control"),
+        (QUALTRICS + 'api_token_env = "TOKEN\\n"\n', "qualtrics.api_token_env", "control"),
+        ('[sync]\nrecipient_field = "who\\u0000"\n', "sync.recipient_field", "control"),
+        (POOL + 'embedded_data = { "a\\tb" = "x" }\n', "pools.nps.embedded_data.a\tb", "control"),
+        (POOL + 'embedded_data = { a = "x\\u007f" }\n', "pools.nps.embedded_data.a", "control"),
+        ('[sync]\ncontact_fields = { email = "e\\r" }\n', "sync.contact_fields.email", "control"),
+        # malformed URLs
+        (
+            QUALTRICS.replace("https://iad1.qualtrics.com/API/v3", "https://"),
+            "qualtrics.base_url",
+            "not a URL",
+        ),
+        (
+            QUALTRICS.replace("iad1.qualtrics.com", "iad1.qualtrics.com:99999"),
+            "qualtrics.base_url",
+            "port",
+        ),
+        (
+            QUALTRICS.replace("iad1.qualtrics.com", "exa mple.com"),
+            "qualtrics.base_url",
+            "not a URL",
+        ),
+        (QUALTRICS.replace("/API/v3", "/API/v3?x=1"), "qualtrics.base_url", "not a URL"),
+        (QUALTRICS.replace("https://", "ftp://"), "qualtrics.base_url", "https://"),
+        ('[database]\nurl = "postgresql://u:secret@h:abc/d"\n', "database.url", "database URL"),
+        ('[database]\nurl = "postgresql://u:secret@h:99999/d"\n', "database.url", "port"),
+        ('[database]\nurl = "Post Gres://u:secret@h/d"\n', "database.url", "database URL"),
+        ('[database]\nurl = "sqlite:///x.db\\n"\n', "database.url", "control characters"),
+        # empty names
+        ('[sync]\nrecipient_field = ""\n', "sync.recipient_field", "must not be empty"),
+        ('[sync]\nrecipient_field = "' + "r" * 201 + '"\n', "sync.recipient_field", "at most 200"),
+        (POOL + 'embedded_data = { "" = "x" }\n', "pools.nps.embedded_data.", "must not be empty"),
+        (
+            POOL + 'embedded_data = { a = "' + "x" * 1025 + '" }\n',
+            "pools.nps.embedded_data.a",
+            "1024",
+        ),
+    ],
+)
+def test_a_value_no_deployment_means_is_one_line_naming_file_key_and_limit(
+    write_config, text: str, key: str, said: str
+) -> None:
+    path = write_config(text)
+
+    message = config_error(path)
+
+    assert message.startswith(f"{path}: {key}: "), message
+    assert said in message.replace(",", "").replace(" 000", "000")
+    assert "secret" not in message
+
+
+def test_a_database_url_from_the_environment_is_checked_and_never_echoed(
+    write_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config.DATABASE_URL_ENV, "postgresql://u:secret@h:nope/d")
+    path = write_config("")
+
+    message = config_error(path)
+
+    assert message.startswith(f"{path}: database.url: "), message
+    assert config.DATABASE_URL_ENV in message
+    assert "secret" not in message
+
+
+def test_the_largest_accepted_values_are_accepted(write_config) -> None:
+    pool = (
+        POOL + f"target_available = {config.MAX_TARGET_AVAILABLE}\nlow_water = 1\n"
+        'link_ttl = "3650d"\nmin_remaining = "3649d"\n'
+    )
+    settings = load_settings(write_config(pool + '[gc]\ngrace = "365d"\n'))
+
+    assert settings.pools["nps"].target_available == config.MAX_TARGET_AVAILABLE
+    assert settings.pools["nps"].link_ttl == timedelta(days=3650)
+    assert settings.gc.grace == timedelta(days=365)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/API/v3", "https://iad1.qualtrics.com/API/v3", "http://[::1]:80/API/v3"],
+)
+def test_base_urls_of_real_hosts_and_loopback_simulators_are_accepted(
+    write_config, url: str
+) -> None:
+    path = write_config(QUALTRICS.replace("https://iad1.qualtrics.com/API/v3", url))
+
+    assert load_settings(path).qualtrics.base_url == url
+
+
+def test_parse_duration_bounds_what_timedelta_would_overflow_on() -> None:
+    with pytest.raises(ValueError, match="longer than 3650d"):
+        parse_duration("99999999999d")
+
+
+# --- validation lives in the settings classes: code and file hit the same rules --------------
+
+
+@pytest.mark.parametrize(
+    ("build", "said"),
+    [
+        (lambda: GcSettings(grace=timedelta(days=400)), r"\[gc\] grace: must be at most 365d"),
+        (lambda: SyncSettings(recipient_field=""), r"\[sync\] recipient_field: must not be empty"),
+        (
+            lambda: PoolSettings(name="nps", survey_id="SV_TestSurvey00001", low_water=0),
+            r"pool 'nps': low_water: must be between 1",
+        ),
+        (
+            lambda: PoolSettings(name="bad name", survey_id="SV_TestSurvey00001"),
+            r"pool 'bad name': 'bad name' is not a pool name",
+        ),
+        (
+            lambda: QualtricsSettings(datacenter="iad1\n", directory_id="POOL_TestDirectory01"),
+            r"\[qualtrics\] datacenter: .*control characters",
+        ),
+        (lambda: Settings(database_url="not a url"), "database.url: is not a database URL"),
+    ],
+)
+def test_settings_built_in_code_are_checked_by_the_same_rules(build, said: str) -> None:
+    with pytest.raises(ConfigError, match=said):
+        build()
+
+
+def test_a_datacenter_becomes_the_base_url_in_code_too() -> None:
+    settings = QualtricsSettings(datacenter="fra1", directory_id="POOL_TestDirectory01")
+
+    assert settings.base_url == "https://fra1.qualtrics.com/API/v3"
+    assert dataclasses.replace(settings, max_retries=1).base_url == settings.base_url
+
+
+def test_the_database_url_is_not_in_the_settings_repr() -> None:
+    assert "secret" not in repr(Settings(database_url="postgresql://u:secret@h/d"))
+
+
+# --- docs/configuration.md and the example file are generated from the fields ----------------
+
+
+def test_the_reference_and_the_example_are_up_to_date() -> None:
+    from linkpool import config_docs
+
+    assert config_docs.stale_files() == [], "run: python -m linkpool.config_docs"
+
+
+def test_the_example_file_parses_and_mentions_every_key() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    load_settings(EXAMPLE)
+
+    for name, _, fields in config.tables():
+        assert f"[{name}" in text, name
+        for found, spec in fields:
+            if not spec.from_table_name:
+                assert re.search(rf"^(# )?{config.toml_key(found, spec)} = ", text, re.M), (
+                    found.name
+                )
+
+
+def test_the_reference_documents_every_table_and_key() -> None:
+    text = DOC.read_text(encoding="utf-8")
+
+    for name, _, fields in config.tables():
+        assert f"<!-- generated: {name} -->" in text
+        for found, spec in fields:
+            if not spec.from_table_name:
+                assert f"| `{config.toml_key(found, spec)}` |" in text, found.name
