@@ -175,15 +175,11 @@ def is_required(found: dataclasses.Field[Any]) -> bool:
 # --- the kinds ------------------------------------------------------------------------------
 
 
-def _described(value: Any) -> str:
-    return repr(value)
-
-
 def _check_type(value: Any, wanted: type | tuple[type, ...], words: str) -> None:
     if isinstance(value, bool) and wanted is not bool:
-        raise Problem(f"must be {words}, not {_described(value)}")
+        raise Problem(f"must be {words}, not {value!r}")
     if not isinstance(value, wanted):
-        raise Problem(f"must be {words}, not {_described(value)}")
+        raise Problem(f"must be {words}, not {value!r}")
 
 
 def _check_text(value: str, spec: Spec, *, low: int = 0, high: int | None = None) -> None:
