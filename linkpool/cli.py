@@ -246,9 +246,9 @@ def qualtrics_client(app: App) -> QualtricsClient:
 
 
 def check_access(client: QualtricsClient) -> None:
-    """One cheap read before anything is written: a wrong token, base_url or directory_id
+    """Two cheap reads before anything is written: a wrong token, base_url or directory_id
     fails here as one clear error, not after a list was planned in the database."""
-    next(iter(client.iter_mailing_lists()), None)
+    client.check_access()
 
 
 @main.command("gc")
@@ -402,8 +402,8 @@ def simulator_command(
 ) -> None:
     """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account)."""
     from linkpool.config import parse_duration
-    from linkpool.qualtrics.simulator import Faults
-    from linkpool.qualtrics.simulator.server import run_server
+    from linkpool.simulator import Faults
+    from linkpool.simulator.server import run_server
 
     try:
         lag = parse_duration(link_lag) if link_lag else None

@@ -26,7 +26,7 @@ from linkpool.gc import collect
 from linkpool.models import ListState
 from linkpool.pool import Claim, LinkPool
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from linkpool.refill import refill
 from linkpool.status import pool_status
 from linkpool.store import Store

@@ -24,7 +24,7 @@ from linkpool.errors import RateLimited
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from linkpool.refill import (
     MAX_IMPORT_CONTACTS,
     RefillReport,

@@ -14,7 +14,7 @@ import pytest
 
 from linkpool.clock import ManualClock
 from linkpool.config import settings_from_mapping
-from linkpool.qualtrics.simulator import Faults, LinkCheck, Simulator, config_block, running
+from linkpool.simulator import Faults, LinkCheck, Simulator, config_block, running
 
 SURVEY = "SV_SimSurvey0001"
 DIRECTORY = "POOL_SimDirectory01"

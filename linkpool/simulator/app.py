@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from linkpool.clock import Clock, SystemClock
-from linkpool.qualtrics.simulator.admin import (
+from linkpool.simulator.admin import (
     ADMIN_PREFIX,
     faults_from_json,
     faults_to_json,
     link_url,
 )
-from linkpool.qualtrics.simulator.api import ApiHandlers
-from linkpool.qualtrics.simulator.faults import Faults, TokenBucket
-from linkpool.qualtrics.simulator.http import (
+from linkpool.simulator.api import ApiHandlers
+from linkpool.simulator.faults import Faults, TokenBucket
+from linkpool.simulator.http import (
     API_PREFIX,
     ApiError,
     JsonObject,
@@ -32,7 +32,7 @@ from linkpool.qualtrics.simulator.http import (
     find_route,
     not_found,
 )
-from linkpool.qualtrics.simulator.state import Brand, Distribution, MailingList, SurveyResponse
+from linkpool.simulator.state import Brand, Distribution, MailingList, SurveyResponse
 
 if TYPE_CHECKING:
     from linkpool.qualtrics.client import QualtricsClient
@@ -52,7 +52,7 @@ class Simulator(ApiHandlers):
     """An in-memory Qualtrics: one brand, one XM directory, the endpoints linkpool calls.
 
     Call it as a WSGI app, mount it with ``transport()``, or serve it over HTTP with
-    ``linkpool.qualtrics.simulator.serve``. Time comes from ``clock``; ids, link lag and faults
+    ``linkpool.simulator.serve``. Time comes from ``clock``; ids, link lag and faults
     from a ``random.Random`` seeded with ``seed``. Thread-safe: one lock guards all state.
     """
 

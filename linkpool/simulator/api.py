@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from linkpool.clock import Clock
-from linkpool.qualtrics.simulator.faults import Faults
-from linkpool.qualtrics.simulator.http import (
+from linkpool.simulator.faults import Faults
+from linkpool.simulator.http import (
     JsonObject,
     Request,
     Response,
@@ -27,7 +27,7 @@ from linkpool.qualtrics.simulator.http import (
     require_string,
     success,
 )
-from linkpool.qualtrics.simulator.state import (
+from linkpool.simulator.state import (
     CONTACT_FIELDS,
     Brand,
     Contact,

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from linkpool.qualtrics.simulator.app import Simulator
-from linkpool.qualtrics.simulator.faults import Faults
+from linkpool.simulator.app import Simulator
+from linkpool.simulator.faults import Faults
 
 DEFAULT_TOKEN = "sim-token"
 DEFAULT_DIRECTORY_ID = "POOL_SimDirectory01"

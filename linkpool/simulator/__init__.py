@@ -4,16 +4,16 @@ Mount it in-process (``Simulator().transport()``) or serve it over HTTP (``serve
 ``run_server``; ``linkpool simulator`` on the command line). See docs/simulator.md.
 """
 
-from linkpool.qualtrics.simulator.app import LinkCheck, Simulator
-from linkpool.qualtrics.simulator.faults import Faults
-from linkpool.qualtrics.simulator.server import (
+from linkpool.simulator.app import LinkCheck, Simulator
+from linkpool.simulator.faults import Faults
+from linkpool.simulator.server import (
     config_block,
     run_server,
     running,
     serve,
     start_server,
 )
-from linkpool.qualtrics.simulator.state import SurveyResponse
+from linkpool.simulator.state import SurveyResponse
 
 __all__ = [
     "Faults",
