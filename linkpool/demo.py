@@ -26,8 +26,8 @@ from linkpool.gc import collect
 from linkpool.models import ListState
 from linkpool.pool import Claim, LinkPool
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.simulator import Simulator
 from linkpool.refill import refill
+from linkpool.simulator import Simulator
 from linkpool.status import pool_status
 from linkpool.store import Store
 from linkpool.sync import sync

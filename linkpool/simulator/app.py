@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import collections
 import hmac
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from linkpool.clock import Clock, SystemClock
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.throttle import TokenBucket
 from linkpool.simulator.admin import (
     ADMIN_PREFIX,
     faults_from_json,
@@ -21,7 +24,7 @@ from linkpool.simulator.admin import (
     link_url,
 )
 from linkpool.simulator.api import ApiHandlers
-from linkpool.simulator.faults import Faults, TokenBucket
+from linkpool.simulator.faults import Faults
 from linkpool.simulator.http import (
     API_PREFIX,
     ApiError,
@@ -33,9 +36,6 @@ from linkpool.simulator.http import (
     not_found,
 )
 from linkpool.simulator.state import Brand, Distribution, MailingList, SurveyResponse
-
-if TYPE_CHECKING:
-    from linkpool.qualtrics.client import QualtricsClient
 
 StartResponse = Callable[..., Any]
 
@@ -146,10 +146,11 @@ class Simulator(ApiHandlers):
         if limit is None:
             self._bucket = None
         else:
-            if self._bucket is None or self._bucket.per_minute != limit:
-                self._bucket = TokenBucket(limit, self.clock.monotonic())
-            wait = self._bucket.take(self.clock.monotonic())
-            if wait:
+            if self._bucket is None or self._bucket.requests_per_minute != limit:
+                self._bucket = TokenBucket(limit, self.clock)
+            due = self._bucket.try_take()
+            if due:
+                wait = max(1, math.ceil(due))
                 raise ApiError(
                     429,
                     "Too many requests: the rate limit was exceeded.",
@@ -170,8 +171,6 @@ class Simulator(ApiHandlers):
 
     def client(self, **kwargs: Any) -> QualtricsClient:
         """A ``QualtricsClient`` wired to this simulator (transport, token, clock)."""
-        from linkpool.qualtrics.client import QualtricsClient
-
         options: dict[str, Any] = {
             "base_url": self.base_url,
             "token": self.token,
