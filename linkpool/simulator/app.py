@@ -39,6 +39,11 @@ from linkpool.simulator.state import Brand, Distribution, MailingList, SurveyRes
 
 StartResponse = Callable[..., Any]
 
+DEFAULT_TOKEN = "sim-token"
+DEFAULT_DIRECTORY_ID = "POOL_SimDirectory01"
+DEFAULT_SURVEY_ID = "SV_SimSurvey0001"
+DEFAULT_LINKS_PAGE_SIZE = 100
+
 
 @dataclass(frozen=True)
 class LinkCheck:
@@ -52,19 +57,19 @@ class Simulator(ApiHandlers):
     """An in-memory Qualtrics: one brand, one XM directory, the endpoints linkpool calls.
 
     Call it as a WSGI app, mount it with ``transport()``, or serve it over HTTP with
-    ``linkpool.simulator.serve``. Time comes from ``clock``; ids, link lag and faults
+    ``linkpool.simulator.running`` or ``run_server``. Time comes from ``clock``; ids, link lag and faults
     from a ``random.Random`` seeded with ``seed``. Thread-safe: one lock guards all state.
     """
 
     def __init__(
         self,
         *,
-        token: str = "sim-token",
-        directory_id: str = "POOL_SimDirectory01",
-        surveys: Iterable[str] = ("SV_SimSurvey0001",),
+        token: str = DEFAULT_TOKEN,
+        directory_id: str = DEFAULT_DIRECTORY_ID,
+        surveys: Iterable[str] = (DEFAULT_SURVEY_ID,),
         clock: Clock | None = None,
         datacenter: str = "sim1",
-        links_page_size: int = 100,
+        links_page_size: int = DEFAULT_LINKS_PAGE_SIZE,
         seed: int = 0,
     ) -> None:
         self.token = token
