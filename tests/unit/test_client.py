@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -728,3 +730,14 @@ def test_from_settings_reads_the_token_from_the_environment(api, monkeypatch, cl
 
     assert route.calls.last.request.headers["X-API-TOKEN"] == TOKEN
     assert client.directory_id == DIRECTORY
+
+
+def test_importing_the_client_does_not_load_the_simulator():
+    probe = (
+        "import linkpool, sys; import linkpool.qualtrics.client; import linkpool.cli; "
+        "print(sorted(m for m in sys.modules if 'simulator' in m or m.startswith('wsgiref')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
