@@ -22,8 +22,8 @@ from linkpool.clock import Clock, ManualClock, SystemClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine, upgrade
 from linkpool.demo import SLOW_PATH_CALLS_PER_LINK
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import RefillReport, refill
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 
 SURVEY = "SV_SimSurvey0001"

@@ -38,8 +38,8 @@ from linkpool import LinkPool, PoolExhausted
 from linkpool.clock import SystemClock
 from linkpool.config import Settings, settings_from_mapping
 from linkpool.db import create_engine, upgrade
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.scheduler import Daemon, build_scheduler
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 
 POOL = "soak"

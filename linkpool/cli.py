@@ -246,9 +246,9 @@ def qualtrics_client(app: App) -> QualtricsClient:
 
 
 def check_access(client: QualtricsClient) -> None:
-    """One cheap read before anything is written: a wrong token, base_url or directory_id
+    """Two cheap reads before anything is written: a wrong token, base_url or directory_id
     fails here as one clear error, not after a list was planned in the database."""
-    next(iter(client.iter_mailing_lists()), None)
+    client.check_access()
 
 
 @main.command("gc")
@@ -370,13 +370,13 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
 
 
 @main.command("simulator")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int)
-@click.option("--token", default="sim-token", show_default=True, help="The token it accepts.")
+@click.option("--host", help="The address to listen on (default: loopback).")
+@click.option("--port", type=int, help="The port to listen on.")
+@click.option("--token", help="The token it accepts (printed at start if it is the default).")
 @click.option("--survey", "surveys", multiple=True, help="An active survey id (repeatable).")
-@click.option("--directory-id", default="POOL_SimDirectory01", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds ids and faults.")
-@click.option("--links-page-size", default=100, show_default=True, type=int)
+@click.option("--directory-id", help="The XM directory it holds (printed at start).")
+@click.option("--seed", type=int, help="Seeds ids and faults.")
+@click.option("--links-page-size", type=int, help="Links per page of a links listing.")
 @click.option("--rate-limit", type=int, help="Requests per minute before answering 429.")
 @click.option("--error-rate", default=0.0, type=float, help="Share of calls answered 500/503.")
 @click.option("--lost-response-rate", default=0.0, type=float, help="POSTs done but answered 504.")
@@ -385,13 +385,13 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
 @click.option("--exceeded-contact-frequency-rate", default=0.0, type=float)
 @click.option("--latency", default=0.0, type=float, help="Seconds added to every call.")
 def simulator_command(
-    host: str,
-    port: int,
-    token: str,
+    host: str | None,
+    port: int | None,
+    token: str | None,
     surveys: tuple[str, ...],
-    directory_id: str,
-    seed: int,
-    links_page_size: int,
+    directory_id: str | None,
+    seed: int | None,
+    links_page_size: int | None,
     rate_limit: int | None,
     error_rate: float,
     lost_response_rate: float,
@@ -400,10 +400,12 @@ def simulator_command(
     exceeded_contact_frequency_rate: float,
     latency: float,
 ) -> None:
-    """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account)."""
+    """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account).
+
+    An option not given takes the simulator's own default (declared once, in linkpool.simulator).
+    """
     from linkpool.config import parse_duration
-    from linkpool.qualtrics.simulator import Faults
-    from linkpool.qualtrics.simulator.server import run_server
+    from linkpool.simulator import Faults, Simulator, run_server
 
     try:
         lag = parse_duration(link_lag) if link_lag else None
@@ -418,17 +420,22 @@ def simulator_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    run_server(
-        host,
-        port,
-        token,
-        surveys,
-        directory_id,
-        faults,
-        seed=seed,
-        links_page_size=links_page_size,
-        echo=click.echo,
+    simulator = Simulator(
+        **_given(
+            token=token,
+            directory_id=directory_id,
+            surveys=surveys or None,
+            seed=seed,
+            links_page_size=links_page_size,
+        )
     )
+    simulator.faults = faults
+    run_server(simulator, **_given(host=host, port=port), echo=click.echo)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given, so the others keep the callee's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 # --- refill, the daemon and the demo -------------------------------------------------------
@@ -560,6 +567,6 @@ def run_command(app: App) -> None:
 )
 def demo_command(directory: Path | None) -> None:
     """Watch a pool's whole life against a simulated Qualtrics: no account needed."""
-    from linkpool.demo import run_demo  # the demo imports this module's table formatting
+    from linkpool.demo import run_demo  # here, so only the demo loads the simulator
 
-    run_demo(directory, echo=click.echo)
+    run_demo(directory, table=format_table, echo=click.echo)

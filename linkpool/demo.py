@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,17 +26,20 @@ from linkpool.gc import collect
 from linkpool.models import ListState
 from linkpool.pool import Claim, LinkPool
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import refill
+from linkpool.simulator import DEFAULT_SURVEY_ID, Simulator
 from linkpool.status import pool_status
 from linkpool.store import Store
 from linkpool.sync import sync
 
 POOL = "checkout-nps"
-SURVEY_ID = "SV_SimSurvey0001"
+SURVEY_ID = DEFAULT_SURVEY_ID
 SLOW_PATH_CALLS_PER_LINK = 5
 
 Echo = Callable[[str], None]
+Table = Callable[[Sequence[str], Sequence[Sequence[object]]], str]
+"""Renders headers and rows as text: the CLI passes its own (``format_table``), so the demo's
+status looks like ``linkpool status`` without the demo importing the CLI that imports it."""
 
 
 @dataclass(frozen=True)
@@ -77,22 +80,25 @@ def demo_settings(database_url: str, sim: Simulator) -> Settings:
 def run_demo(
     directory: Path | None = None,
     *,
+    table: Table,
     echo: Echo = print,
     claims: int = 120,
     repeats: int = 30,
     threads: int = 8,
 ) -> DemoResult:
-    """Run the demo in ``directory`` (a temporary one if None), printing through ``echo``."""
+    """Run the demo in ``directory`` (a temporary one if None), printing through ``echo``
+    and rendering its status tables with ``table``."""
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-        return _Demo(directory, echo).run(claims, repeats, threads)
+        return _Demo(directory, echo, table).run(claims, repeats, threads)
     with tempfile.TemporaryDirectory(prefix="linkpool-demo-") as temporary:
-        return _Demo(Path(temporary), echo).run(claims, repeats, threads)
+        return _Demo(Path(temporary), echo, table).run(claims, repeats, threads)
 
 
 class _Demo:
-    def __init__(self, directory: Path, echo: Echo) -> None:
+    def __init__(self, directory: Path, echo: Echo, table: Table) -> None:
         self.echo = echo
+        self.table = table
         self.database = directory / "linkpool.db"
         for suffix in ("", "-wal", "-shm"):  # a fresh database, even in a reused --dir
             Path(f"{self.database}{suffix}").unlink(missing_ok=True)
@@ -201,8 +207,6 @@ class _Demo:
         return burst
 
     def status(self, lp: LinkPool, title: str) -> None:
-        from linkpool.cli import format_table
-
         self.echo("")
         self.echo(title)
         figures = pool_status(lp.counts(POOL), self.pool)
@@ -216,7 +220,7 @@ class _Demo:
             len(figures["lists"]),
             figures["health"],
         )
-        for line in format_table(headers, [row]).splitlines():
+        for line in self.table(headers, [row]).splitlines():
             self.echo(f"   {line}")
 
     def sync(self, client: QualtricsClient, store: Store, burst: _Burst) -> int:

@@ -59,6 +59,7 @@ from linkpool.errors import (
 from linkpool.lease import Lease
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.endpoints import MAX_IMPORT_BYTES, MAX_IMPORT_CONTACTS
 from linkpool.store import Store
 
 logger = logging.getLogger("linkpool.refill")
@@ -70,8 +71,6 @@ LINKS_WAIT = timedelta(minutes=5)
 """How long to keep re-reading a links listing that has fewer links than the list has contacts."""
 LINKS_FIRST_DELAY = 1.0
 LINKS_MAX_DELAY = 30.0
-MAX_IMPORT_CONTACTS = 10_000
-MAX_IMPORT_BYTES = 5_000_000
 MAX_ROUNDS = 3
 """Rounds of planning per run: lists abandoned in one round (a lost answer) are replaced in the
 next, while the pool is below ``low_water``."""

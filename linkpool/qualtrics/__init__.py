@@ -1,6 +1,9 @@
-"""Talking to Qualtrics: the client linkpool uses, and the simulator it is tested against."""
+"""Talking to Qualtrics: the client linkpool uses, its endpoints, throttle and retry policy.
+
+The simulator it is tested against lives beside it, in ``linkpool.simulator``: nothing here
+imports it, so the runtime never loads the test double.
+"""
 
 from linkpool.qualtrics.client import ImportJob, ImportStatus, QualtricsClient
-from linkpool.qualtrics.simulator import Faults, LinkCheck, Simulator
 
-__all__ = ["Faults", "ImportJob", "ImportStatus", "LinkCheck", "QualtricsClient", "Simulator"]
+__all__ = ["ImportJob", "ImportStatus", "QualtricsClient"]

@@ -43,8 +43,9 @@ from linkpool.errors import (
     RateLimited,
     ServerError,
 )
+from linkpool.qualtrics import endpoints as api
+from linkpool.qualtrics.endpoints import Endpoint
 from linkpool.qualtrics.retry import (
-    IDEMPOTENT_METHODS,
     RetryPolicy,
     is_retryable_status,
     retry_after,
@@ -65,17 +66,6 @@ except PackageNotFoundError:
     __version__ = "0.0.0"
 
 USER_AGENT = f"linkpool/{__version__}"
-
-_MAILING_LISTS = "/directories/{directoryId}/mailinglists"
-_MAILING_LIST = _MAILING_LISTS + "/{mailingListId}"
-_CONTACTS = _MAILING_LIST + "/contacts"
-_CONTACT = _CONTACTS + "/{contactId}"
-_IMPORTS = _MAILING_LIST + "/transactioncontacts"
-_IMPORT = _IMPORTS + "/{importId}"
-_DIRECTORY_CONTACT = "/directories/{directoryId}/contacts/{contactId}"
-_DISTRIBUTIONS = "/distributions"
-_DISTRIBUTION = "/distributions/{distributionId}"
-_LINKS = _DISTRIBUTION + "/links"
 
 
 @dataclass(frozen=True)
@@ -99,6 +89,18 @@ class ImportStatus:
     @property
     def complete(self) -> bool:
         return self.percent_complete >= 100
+
+
+@dataclass(frozen=True)
+class Access:
+    """What ``check_access`` found: whom the token belongs to, and what Qualtrics noted."""
+
+    user_id: str
+    brand_id: str | None
+    datacenter: str | None
+    notice: str | None
+    """``meta.notice``, e.g. that the request was proxied from another datacenter (where GETs
+    work but POSTs may fail): worth showing to whoever set ``base_url``."""
 
 
 class _Tallies(threading.local):
@@ -213,54 +215,73 @@ class QualtricsClient:
 
     def whoami(self) -> dict[str, Any]:
         """Who the token belongs to (``userId``, ``brandId``…): a cheap credentials check."""
-        return self._result("GET", "/whoami")
+        return self._result(api.WHOAMI)
+
+    def check_access(self) -> Access:
+        """Whether the token, ``base_url`` and ``directory_id`` work, in two cheap reads.
+
+        ``whoami`` checks the token and the host; one list of the directory's mailing lists
+        (a page of one) checks the directory. Raises the typed error of the first that fails:
+        call it before writing anything, so a wrong setting fails as one clear error.
+        """
+        envelope = self._call(api.WHOAMI)
+        me = _result_of(envelope, api.WHOAMI)
+        probe = api.LIST_MAILING_LISTS
+        self._request(probe, self._url(probe, None), params={"pageSize": "1"})
+        notice = _object(envelope, "meta").get("notice")
+        return Access(
+            user_id=_required_str(me, "userId", api.WHOAMI),
+            brand_id=_optional_str(me, "brandId"),
+            datacenter=_optional_str(me, "datacenter"),
+            notice=str(notice) if notice else None,
+        )
 
     def create_mailing_list(self, name: str) -> str:
         """Create a mailing list in the directory; returns its ``CG_`` id."""
-        return self._created_id("POST", _MAILING_LISTS, json={"name": name})
+        return self._created_id(api.CREATE_MAILING_LIST, json={"name": name})
 
     def get_mailing_list(self, mailing_list_id: str) -> dict[str, Any]:
-        return self._result("GET", _MAILING_LIST, {"mailingListId": mailing_list_id})
+        return self._result(api.GET_MAILING_LIST, {"mailingListId": mailing_list_id})
 
     def iter_mailing_lists(self) -> Iterator[dict[str, Any]]:
         """Every mailing list in the directory (``mailingListId``, ``name``, …), page by page."""
-        return self._paginate(_MAILING_LISTS)
+        return self._paginate(api.LIST_MAILING_LISTS)
 
     def delete_mailing_list(self, mailing_list_id: str) -> None:
         """Delete a list (and so break its links). A 404 raises NotFound: the caller decides."""
-        self._call("DELETE", _MAILING_LIST, {"mailingListId": mailing_list_id})
+        self._call(api.DELETE_MAILING_LIST, {"mailingListId": mailing_list_id})
 
     def update_contact(
         self, mailing_list_id: str, contact_id: str, fields: Mapping[str, Any]
     ) -> None:
         """Update a contact in a list, e.g. ``{"embeddedData": {...}}``."""
         ids = {"mailingListId": mailing_list_id, "contactId": contact_id}
-        self._call("PUT", _CONTACT, ids, json=dict(fields))
+        self._call(api.UPDATE_CONTACT, ids, json=dict(fields))
 
     def iter_contacts(self, mailing_list_id: str) -> Iterator[dict[str, Any]]:
-        return self._paginate(_CONTACTS, {"mailingListId": mailing_list_id})
+        return self._paginate(api.LIST_CONTACTS, {"mailingListId": mailing_list_id})
 
     def delete_contact(self, mailing_list_id: str, contact_id: str) -> None:
         """Remove a contact from a list; it stays in the directory."""
-        self._call("DELETE", _CONTACT, {"mailingListId": mailing_list_id, "contactId": contact_id})
+        ids = {"mailingListId": mailing_list_id, "contactId": contact_id}
+        self._call(api.DELETE_CONTACT, ids)
 
     def delete_directory_contact(self, contact_id: str) -> None:
         """Delete a contact from the directory itself."""
-        self._call("DELETE", _DIRECTORY_CONTACT, {"contactId": contact_id})
+        self._call(api.DELETE_DIRECTORY_CONTACT, {"contactId": contact_id})
 
     def start_import(self, mailing_list_id: str, contacts: list[dict[str, Any]]) -> ImportJob:
         """Start a bulk import of ``contacts`` into a list (at most 10,000 and 5 MB)."""
         ids = {"mailingListId": mailing_list_id}
-        result = self._result("POST", _IMPORTS, ids, json={"contacts": contacts})
+        result = self._result(api.START_IMPORT, ids, json={"contacts": contacts})
         return ImportJob(
-            id=_required_str(result, "id", "POST", _IMPORTS),
+            id=_required_str(result, "id", api.START_IMPORT),
             unprocessed=_unprocessed(result),
         )
 
     def get_import(self, mailing_list_id: str, import_id: str) -> ImportStatus:
-        result = self._result(
-            "GET", _IMPORT, {"mailingListId": mailing_list_id, "importId": import_id}
-        )
+        ids = {"mailingListId": mailing_list_id, "importId": import_id}
+        result = self._result(api.GET_IMPORT, ids)
         contacts = result.get("contacts") or {}
         count = contacts.get("count") or {}
         return ImportStatus(
@@ -294,8 +315,8 @@ class QualtricsClient:
                     f"import {import_id} into mailing list {mailing_list_id} was still at "
                     f"{status.percent_complete}% after {timeout:g}s; it may finish later: "
                     "check it again or raise the timeout",
-                    method="GET",
-                    endpoint=_IMPORT,
+                    method=api.GET_IMPORT.method,
+                    endpoint=api.GET_IMPORT.path,
                 )
             self._clock.sleep(min(poll_interval, remaining))
 
@@ -314,60 +335,54 @@ class QualtricsClient:
             "expirationDate": utc(expires_at).strftime(EXPIRATION_FORMAT),
             "mailingListId": mailing_list_id,
         }
-        return self._created_id("POST", _DISTRIBUTIONS, json=body)
+        return self._created_id(api.CREATE_DISTRIBUTION, json=body)
 
     def iter_distributions(self, survey_id: str) -> Iterator[dict[str, Any]]:
-        return self._paginate(_DISTRIBUTIONS, params={"surveyId": survey_id})
+        return self._paginate(api.LIST_DISTRIBUTIONS, params={"surveyId": survey_id})
 
     def get_distribution(self, distribution_id: str) -> dict[str, Any]:
-        return self._result("GET", _DISTRIBUTION, {"distributionId": distribution_id})
+        return self._result(api.GET_DISTRIBUTION, {"distributionId": distribution_id})
 
     def delete_distribution(self, distribution_id: str) -> None:
         """Delete a distribution (and so break its links)."""
-        self._call("DELETE", _DISTRIBUTION, {"distributionId": distribution_id})
+        self._call(api.DELETE_DISTRIBUTION, {"distributionId": distribution_id})
 
     def iter_links(self, distribution_id: str, survey_id: str) -> Iterator[dict[str, Any]]:
         """The raw link elements of a distribution. The listing is eventually consistent."""
         ids = {"distributionId": distribution_id}
-        return self._paginate(_LINKS, ids, params={"surveyId": survey_id})
+        return self._paginate(api.LIST_LINKS, ids, params={"surveyId": survey_id})
 
     # --- envelope ---
 
     def _result(
-        self,
-        method: str,
-        template: str,
-        ids: Mapping[str, str] | None = None,
-        *,
-        json: Any = None,
+        self, endpoint: Endpoint, ids: Mapping[str, str] | None = None, *, json: Any = None
     ) -> dict[str, Any]:
-        envelope = self._call(method, template, ids, json=json)
-        return _result_of(envelope, method, template)
+        envelope = self._call(endpoint, ids, json=json)
+        return _result_of(envelope, endpoint)
 
-    def _created_id(self, method: str, template: str, *, json: Any) -> str:
-        result = self._result(method, template, json=json)
-        return _required_str(result, "id", method, template)
+    def _created_id(self, endpoint: Endpoint, *, json: Any) -> str:
+        return _required_str(self._result(endpoint, json=json), "id", endpoint)
 
     def _paginate(
         self,
-        template: str,
+        endpoint: Endpoint,
         ids: Mapping[str, str] | None = None,
         *,
         params: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield ``result.elements`` page by page, following ``result.nextPage`` as given."""
-        url = self._url(template, ids)
+        url = self._url(endpoint, ids)
         while True:
-            envelope = self._request("GET", template, url, params=params)
-            result = _result_of(envelope, "GET", template)
+            envelope = self._request(endpoint, url, params=params)
+            result = _result_of(envelope, endpoint)
             yield from result.get("elements") or []
             next_page = result.get("nextPage")
             if not next_page:
                 return
-            url = self._checked_next_page(str(next_page), template)
+            url = self._checked_next_page(str(next_page), endpoint)
             params = None
 
-    def _checked_next_page(self, next_page: str, template: str) -> str:
+    def _checked_next_page(self, next_page: str, endpoint: Endpoint) -> str:
         """``next_page`` unchanged, if it is on our host (or Qualtrics'): the token goes with it."""
         url = httpx.URL(next_page)
         base = self._http.base_url
@@ -378,30 +393,25 @@ class QualtricsClient:
         raise QualtricsError(
             f"Qualtrics gave a nextPage on another host ({url.host or 'none'}); "
             "not sending the API token there",
-            method="GET",
-            endpoint=template,
+            method=endpoint.method,
+            endpoint=endpoint.path,
         )
 
     # --- transport, retries and errors ---
 
-    def _url(self, template: str, ids: Mapping[str, str] | None) -> str:
+    def _url(self, endpoint: Endpoint, ids: Mapping[str, str] | None) -> str:
         values = {"directoryId": self.directory_id, **(ids or {})}
-        return template.format(**{name: quote(value, safe="") for name, value in values.items()})
+        quoted = {name: quote(value, safe="") for name, value in values.items()}
+        return endpoint.path.format(**quoted)
 
     def _call(
-        self,
-        method: str,
-        template: str,
-        ids: Mapping[str, str] | None = None,
-        *,
-        json: Any = None,
+        self, endpoint: Endpoint, ids: Mapping[str, str] | None = None, *, json: Any = None
     ) -> dict[str, Any]:
-        return self._request(method, template, self._url(template, ids), json=json)
+        return self._request(endpoint, self._url(endpoint, ids), json=json)
 
     def _request(
         self,
-        method: str,
-        template: str,
+        endpoint: Endpoint,
         url: str,
         *,
         json: Any = None,
@@ -412,23 +422,20 @@ class QualtricsClient:
         while True:
             attempt += 1
             try:
-                response = self._send(
-                    method, template, url, json=json, params=params, attempt=attempt
-                )
+                response = self._send(endpoint, url, json=json, params=params, attempt=attempt)
             except httpx.TransportError as exc:
-                delay = self._delay_after_transport_error(method, template, exc, attempt)
+                delay = self._delay_after_transport_error(endpoint, exc, attempt)
             else:
                 body = _json_body(response)
                 if response.is_success:
-                    return self._success_body(response, body, method, template)
-                delay = self._delay_after_error_status(method, template, response, body, attempt)
-            logger.debug("%s %s: retrying in %.2fs", method, template, delay)
+                    return _success_body(response, body, endpoint)
+                delay = self._delay_after_error_status(endpoint, response, body, attempt)
+            logger.debug("%s: retrying in %.2fs", endpoint, delay)
             self._clock.sleep(delay)
 
     def _send(
         self,
-        method: str,
-        template: str,
+        endpoint: Endpoint,
         url: str,
         *,
         json: Any,
@@ -436,48 +443,32 @@ class QualtricsClient:
         attempt: int,
     ) -> httpx.Response:
         with self._throttle.slot():
-            self._count(f"{method} {template}")
+            self._count(endpoint.key)
             try:
-                response = self._http.request(method, url, json=json, params=params)
+                response = self._http.request(endpoint.method, url, json=json, params=params)
             except httpx.TransportError as exc:
-                logger.debug(
-                    "%s %s → %s (attempt %d)", method, template, type(exc).__name__, attempt
-                )
+                logger.debug("%s → %s (attempt %d)", endpoint, type(exc).__name__, attempt)
                 raise
-        logger.debug("%s %s → %d (attempt %d)", method, template, response.status_code, attempt)
+        logger.debug("%s → %d (attempt %d)", endpoint, response.status_code, attempt)
         return response
 
-    def _count(self, endpoint: str) -> None:
+    def _count(self, key: str) -> None:
         tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once
         with self._calls_lock:
-            self.calls[endpoint] += 1
+            self.calls[key] += 1
             for calls in tallies.values():
-                calls[endpoint] += 1
-
-    def _success_body(
-        self, response: httpx.Response, body: Any, method: str, template: str
-    ) -> dict[str, Any]:
-        if isinstance(body, dict):
-            return body
-        if not response.content:
-            return {}
-        raise QualtricsError(
-            "Qualtrics answered with something other than a JSON envelope",
-            status_code=response.status_code,
-            method=method,
-            endpoint=template,
-        )
+                calls[key] += 1
 
     def _delay_after_transport_error(
-        self, method: str, template: str, exc: httpx.TransportError, attempt: int
+        self, endpoint: Endpoint, exc: httpx.TransportError, attempt: int
     ) -> float:
         """Seconds to wait before retrying, or raise the typed error."""
-        if method not in IDEMPOTENT_METHODS and not was_not_sent(exc):
+        if not endpoint.idempotent and not was_not_sent(exc):
             raise OutcomeUnknown(
-                f"{method} got no answer ({type(exc).__name__}) and may have taken effect: "
-                "look up what it would have created before trying again",
-                method=method,
-                endpoint=template,
+                f"{endpoint.method} got no answer ({type(exc).__name__}) and may have taken "
+                "effect: look up what it would have created before trying again",
+                method=endpoint.method,
+                endpoint=endpoint.path,
             ) from exc
         if attempt > self.retry_policy.max_retries:
             error_type = (
@@ -488,28 +479,27 @@ class QualtricsClient:
             raise error_type(
                 f"{(error_type.__doc__ or '').strip()} ({type(exc).__name__}, "
                 f"{attempt} attempt(s))",
-                method=method,
-                endpoint=template,
+                method=endpoint.method,
+                endpoint=endpoint.path,
             ) from exc
         return self.retry_policy.backoff(attempt - 1, self._rng)
 
     def _delay_after_error_status(
-        self, method: str, template: str, response: httpx.Response, body: Any, attempt: int
+        self, endpoint: Endpoint, response: httpx.Response, body: Any, attempt: int
     ) -> float:
         """Seconds to wait before retrying, or raise the typed error."""
         status = response.status_code
-        if method not in IDEMPOTENT_METHODS and status >= 500:
+        if not endpoint.idempotent and status >= 500:
             raise self._status_error(
                 OutcomeUnknown,
                 response,
                 body,
-                method,
-                template,
-                message=f"{method} got HTTP {status} and may have taken effect: "
+                endpoint,
+                message=f"{endpoint.method} got HTTP {status} and may have taken effect: "
                 "look up what it would have created before trying again",
             )
         if not is_retryable_status(status) or attempt > self.retry_policy.max_retries:
-            raise self._status_error(_error_type(status), response, body, method, template)
+            raise self._status_error(_error_type(status), response, body, endpoint)
         wait = retry_after(response, body, self._clock.now())
         if wait is None:
             return self.retry_policy.backoff(attempt - 1, self._rng)
@@ -518,8 +508,7 @@ class QualtricsClient:
                 _error_type(status),
                 response,
                 body,
-                method,
-                template,
+                endpoint,
                 message=f"Qualtrics asked us to wait {wait:g}s before retrying, longer than "
                 f"the {self.retry_policy.max_retry_after:g}s we wait: try again later",
             )
@@ -530,8 +519,7 @@ class QualtricsClient:
         error_type: type[QualtricsError],
         response: httpx.Response,
         body: Any,
-        method: str,
-        template: str,
+        endpoint: Endpoint,
         *,
         message: str | None = None,
     ) -> QualtricsError:
@@ -543,8 +531,8 @@ class QualtricsClient:
             error_code=self._redacted(error.get("errorCode")),
             error_message=self._redacted(error.get("errorMessage")),
             request_id=self._redacted(meta.get("requestId")),
-            method=method,
-            endpoint=template,
+            method=endpoint.method,
+            endpoint=endpoint.path,
         )
 
     def _redacted(self, value: Any) -> str | None:
@@ -583,24 +571,44 @@ def _object(parent: Any, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _result_of(envelope: dict[str, Any], method: str, template: str) -> dict[str, Any]:
+def _success_body(response: httpx.Response, body: Any, endpoint: Endpoint) -> dict[str, Any]:
+    if isinstance(body, dict):
+        return body
+    if not response.content:
+        return {}
+    raise QualtricsError(
+        "Qualtrics answered with something other than a JSON envelope",
+        status_code=response.status_code,
+        method=endpoint.method,
+        endpoint=endpoint.path,
+    )
+
+
+def _result_of(envelope: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     result = envelope.get("result")
     if not isinstance(result, dict):
         raise QualtricsError(
             "Qualtrics answered without the expected result object",
-            method=method,
-            endpoint=template,
+            method=endpoint.method,
+            endpoint=endpoint.path,
         )
     return result
 
 
-def _required_str(result: Mapping[str, Any], key: str, method: str, template: str) -> str:
+def _required_str(result: Mapping[str, Any], key: str, endpoint: Endpoint) -> str:
     value = result.get(key)
     if not isinstance(value, str) or not value:
         raise QualtricsError(
-            f"Qualtrics answered without result.{key}", method=method, endpoint=template
+            f"Qualtrics answered without result.{key}",
+            method=endpoint.method,
+            endpoint=endpoint.path,
         )
     return value
+
+
+def _optional_str(result: Mapping[str, Any], key: str) -> str | None:
+    value = result.get(key)
+    return str(value) if value is not None else None
 
 
 def _unprocessed(result: Mapping[str, Any]) -> list[int]:

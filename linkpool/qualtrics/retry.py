@@ -13,8 +13,6 @@ import httpx
 
 from linkpool.clock import utc
 
-IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
-
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -17,14 +17,16 @@ class TokenBucket:
     """At most ``requests_per_minute`` requests a minute, on the injected clock.
 
     The bucket holds up to one minute's budget and refills continuously at
-    ``requests_per_minute / 60`` tokens a second. A caller that finds it empty reserves the next
-    token (the balance goes negative) and sleeps until that token is due, outside the lock, so
-    waiting threads queue up fairly instead of racing for each refill.
+    ``requests_per_minute / 60`` tokens a second. The client's throttle ``acquire``s: a caller
+    that finds it empty reserves the next token (the balance goes negative) and sleeps until
+    that token is due, outside the lock, so waiting threads queue up fairly instead of racing
+    for each refill. The simulator's rate limit ``try_take``s: refused, it answers 429.
     """
 
     def __init__(self, requests_per_minute: int, clock: Clock) -> None:
         if requests_per_minute < 1:
             raise ValueError("requests_per_minute must be at least 1")
+        self.requests_per_minute = requests_per_minute
         self.capacity = float(requests_per_minute)
         self.rate = requests_per_minute / 60.0
         self._clock = clock
@@ -38,14 +40,27 @@ class TokenBucket:
         if wait > 0:
             self._clock.sleep(wait)
 
+    def try_take(self) -> float:
+        """Take one token if there is one and return 0; else take nothing and return the
+        seconds until one is due."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
     def _reserve(self) -> float:
         with self._lock:
-            now = self._clock.monotonic()
-            refill = (now - self._updated) * self.rate
-            self._tokens = min(self.capacity, self._tokens + refill)
-            self._updated = now
+            self._refill()
             self._tokens -= 1
             return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        refill = max(now - self._updated, 0.0) * self.rate
+        self._tokens = min(self.capacity, self._tokens + refill)
+        self._updated = now
 
 
 class Throttle:

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from linkpool.qualtrics.simulator import Simulator
-from linkpool.qualtrics.simulator.server import running
+from linkpool.simulator import Simulator
+from linkpool.simulator.server import running
 from tests.acceptance.harness import SURVEY_ID, TOKEN
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from linkpool.qualtrics.simulator import Simulator
-from linkpool.qualtrics.simulator.http import ApiError
+from linkpool.simulator import Simulator
+from linkpool.simulator.http import ApiError
 from tests.acceptance.harness import (
     Pool,
     claimed_links,

@@ -14,7 +14,7 @@ from sqlalchemy.pool import QueuePool
 
 from linkpool import Claim, DatabaseError, LinkPool
 from linkpool.db import create_engine, upgrade
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from tests.acceptance.harness import (
     Pool,
     PrivatePostgres,

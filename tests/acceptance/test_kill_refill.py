@@ -23,8 +23,8 @@ from linkpool.config import load_settings
 from linkpool.db import create_engine, upgrade
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import LEASE_TTL, refill
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.acceptance.harness import (
     TOKEN,

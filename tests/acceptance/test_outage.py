@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from linkpool.db import create_engine, upgrade
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from tests.acceptance.harness import (
     Pool,
     available_links,

@@ -13,8 +13,8 @@ from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine
 from linkpool.models import ListState, links, lists
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import RefillReport, refill
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 
 SURVEY = "SV_SimSurvey0001"

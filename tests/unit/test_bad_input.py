@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from linkpool import config
 from linkpool.cli import App, main
 from linkpool.clock import ManualClock
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.conftest import SeedLinks
 

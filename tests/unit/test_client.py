@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ from linkpool.errors import (
     ServerError,
 )
 from linkpool.qualtrics import ImportJob, ImportStatus, QualtricsClient
+from linkpool.qualtrics.client import Access
+from linkpool.qualtrics.endpoints import ENDPOINTS, MAX_IMPORT_BYTES, MAX_IMPORT_CONTACTS
 
 BASE = "https://iad1.qualtrics.com/API/v3"
 TOKEN = "tok-Sup3rS3cret-9f8e7d"
@@ -109,6 +113,60 @@ def test_whoami_sends_the_token_and_a_user_agent_and_returns_the_result(api, cli
     assert request.headers["X-API-TOKEN"] == TOKEN
     assert request.headers["User-Agent"].startswith("linkpool/")
     assert client.calls == {"GET /whoami": 1}
+
+
+def test_check_access_reads_whoami_and_one_list_of_the_directory(api, client):
+    meta = {"httpStatus": "200 - OK", "requestId": "r", "notice": "Request proxied."}
+    me = {"userId": "UR_1", "brandId": "acme", "datacenter": "iad1"}
+    api.get("/whoami").mock(return_value=httpx.Response(200, json={"result": me, "meta": meta}))
+    lists = api.get(LISTS).mock(return_value=ok({"elements": [], "nextPage": None}))
+
+    access = client.check_access()
+
+    assert access == Access(
+        user_id="UR_1", brand_id="acme", datacenter="iad1", notice=meta["notice"]
+    )
+    assert lists.calls.last.request.url.params["pageSize"] == "1"
+    assert client.calls == {"GET /whoami": 1, "GET /directories/{directoryId}/mailinglists": 1}
+
+
+def test_check_access_without_a_notice_or_brand(api, client):
+    api.get("/whoami").mock(return_value=ok({"userId": "UR_1"}))
+    api.get(LISTS).mock(return_value=ok({"elements": [], "nextPage": None}))
+
+    assert client.check_access() == Access("UR_1", brand_id=None, datacenter=None, notice=None)
+
+
+def test_check_access_fails_on_a_wrong_token_before_reading_the_directory(api, client):
+    api.get("/whoami").mock(return_value=failure(401, code="AUTH_1.1"))
+    lists = api.get(LISTS).mock(return_value=ok({"elements": [], "nextPage": None}))
+
+    with pytest.raises(AuthError):
+        client.check_access()
+    assert not lists.called
+
+
+def test_check_access_fails_on_a_wrong_directory(api, client):
+    api.get("/whoami").mock(return_value=ok({"userId": "UR_1"}))
+    api.get(LISTS).mock(return_value=failure(404, message="Directory not found"))
+
+    with pytest.raises(NotFound) as caught:
+        client.check_access()
+    assert caught.value.endpoint == "/directories/{directoryId}/mailinglists"
+
+
+def test_the_endpoint_table_keys_calls_as_the_client_counts_them(api, client):
+    api.get(LISTS).mock(return_value=ok({"elements": [], "nextPage": None}))
+
+    list(client.iter_mailing_lists())
+
+    assert client.calls == {ENDPOINTS["list_mailing_lists"].key: 1}
+    assert ENDPOINTS["update_contact"].idempotent and not ENDPOINTS["start_import"].idempotent
+    assert all(str(endpoint) == endpoint.key for endpoint in ENDPOINTS.values())
+
+
+def test_the_import_limits_are_the_documented_ones():
+    assert (MAX_IMPORT_CONTACTS, MAX_IMPORT_BYTES) == (10_000, 5_000_000)
 
 
 def test_create_mailing_list_posts_the_name_and_returns_the_id(api, client):
@@ -672,3 +730,14 @@ def test_from_settings_reads_the_token_from_the_environment(api, monkeypatch, cl
 
     assert route.calls.last.request.headers["X-API-TOKEN"] == TOKEN
     assert client.directory_id == DIRECTORY
+
+
+def test_importing_the_client_does_not_load_the_simulator():
+    probe = (
+        "import linkpool, sys; import linkpool.qualtrics.client; import linkpool.cli; "
+        "print(sorted(m for m in sys.modules if 'simulator' in m or m.startswith('wsgiref')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"

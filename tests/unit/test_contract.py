@@ -9,7 +9,8 @@ import pytest
 
 from linkpool.clock import ManualClock
 from linkpool.errors import AuthError, BadRequest, NotFound, OutcomeUnknown, ServerError
-from linkpool.qualtrics import QualtricsClient, Simulator
+from linkpool.qualtrics import QualtricsClient
+from linkpool.simulator import Simulator
 
 SURVEY = "SV_SimSurvey0001"
 

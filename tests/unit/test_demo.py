@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from linkpool.cli import format_table
 from linkpool.demo import run_demo
 
 
 def test_demo_runs_end_to_end_and_prints_what_happened(tmp_path: Path) -> None:
     lines: list[str] = []
 
-    result = run_demo(tmp_path, echo=lines.append, claims=40, repeats=10, threads=4)
+    result = run_demo(
+        tmp_path, table=format_table, echo=lines.append, claims=40, repeats=10, threads=4
+    )
 
     assert (result.links_added, result.lists_created) == (400, 2)
     assert result.distinct_links == 40
@@ -22,8 +25,8 @@ def test_demo_runs_end_to_end_and_prints_what_happened(tmp_path: Path) -> None:
 
 
 def test_demo_starts_afresh_in_a_reused_directory(tmp_path: Path) -> None:
-    run_demo(tmp_path, echo=lambda line: None, claims=5, repeats=1)
+    run_demo(tmp_path, table=format_table, echo=lambda line: None, claims=5, repeats=1)
 
-    again = run_demo(tmp_path, echo=lambda line: None, claims=5, repeats=1)
+    again = run_demo(tmp_path, table=format_table, echo=lambda line: None, claims=5, repeats=1)
 
     assert again.links_added == 400

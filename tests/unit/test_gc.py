@@ -21,8 +21,8 @@ from linkpool.gc import collect, delete_orphans, find_orphans
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links
 from linkpool.pool import LinkPool
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import new_list_name, refill, refill_lease_name
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.provision import SURVEY_ID, provision_list
 

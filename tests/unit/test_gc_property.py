@@ -22,7 +22,7 @@ from linkpool.errors import PoolExhausted
 from linkpool.gc import collect
 from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.pool import LinkPool
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.provision import SURVEY_ID, provision_list
 

@@ -24,7 +24,6 @@ from linkpool.errors import RateLimited
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import (
     MAX_IMPORT_CONTACTS,
     RefillReport,
@@ -35,6 +34,7 @@ from linkpool.refill import (
     refill,
     slot_key,
 )
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 
 SURVEY = "SV_SimSurvey0001"

@@ -17,9 +17,9 @@ from linkpool.config import (
     Settings,
 )
 from linkpool.errors import LeaseHeld, QualtricsError
-from linkpool.qualtrics.simulator import Simulator
 from linkpool.refill import PoolReport, RefillReport
 from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, default_jobs, summarize
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 
 TTL = timedelta(seconds=60)

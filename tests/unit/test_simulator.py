@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import tomllib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import linkpool
 from linkpool.clock import ManualClock
 from linkpool.config import settings_from_mapping
-from linkpool.qualtrics.simulator import Faults, LinkCheck, Simulator, config_block, running
+from linkpool.qualtrics.endpoints import ENDPOINTS, MAX_IMPORT_BYTES
+from linkpool.simulator import (
+    DEFAULT_DIRECTORY_ID,
+    DEFAULT_SURVEY_ID,
+    DEFAULT_TOKEN,
+    Faults,
+    LinkCheck,
+    Simulator,
+    config_block,
+    running,
+)
 
 SURVEY = "SV_SimSurvey0001"
 DIRECTORY = "POOL_SimDirectory01"
@@ -280,6 +293,28 @@ def test_an_import_is_at_most_5_megabytes(http: httpx.Client) -> None:
     path = f"{LISTS}/{create_list(http)}/transactioncontacts"
     huge = b'{"contacts": [{"firstName": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
     assert "too large" in error(http.post(path, content=huge), 400)["errorMessage"]
+
+
+def test_the_import_limit_is_the_one_the_client_splits_by(http: httpx.Client) -> None:
+    path = f"{LISTS}/{create_list(http)}/transactioncontacts"
+    prefix, suffix = b'{"contacts": [{"firstName": "', b'"}]}'
+    fill = MAX_IMPORT_BYTES - len(prefix) - len(suffix)
+    at_the_limit = prefix + b"x" * fill + suffix
+    result(http.post(path, content=at_the_limit), 202)
+    over = prefix + b"x" * (fill + 1) + suffix
+    assert str(MAX_IMPORT_BYTES) in error(http.post(path, content=over), 400)["errorMessage"]
+
+
+def test_it_serves_every_endpoint_the_client_calls(sim: Simulator) -> None:
+    served = {route.key for route in sim.routes()}
+    assert {endpoint.key for endpoint in ENDPOINTS.values()} <= served
+
+
+def test_its_defaults_are_declared_once() -> None:
+    sim = Simulator()
+    assert (sim.token, sim.directory_id) == (DEFAULT_TOKEN, DEFAULT_DIRECTORY_ID)
+    assert set(sim.brand.surveys) == {DEFAULT_SURVEY_ID}
+    assert (DEFAULT_SURVEY_ID, DEFAULT_DIRECTORY_ID) == (SURVEY, DIRECTORY)
 
 
 # --- distributions and links ----------------------------------------------------------------
@@ -606,3 +641,29 @@ def test_a_served_simulator_is_controlled_over_http(
     assert result(http.post(f"{control}/respond", json={"url": url}))["ok"]
     assert result(http.post(f"{control}/respond", json={"url": url}))["reason"] == ("already used")
     assert "/_simulator" not in " ".join(sim.calls)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at top level or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("qualtrics", ("linkpool.simulator", "linkpool.demo", "linkpool.cli")),
+        ("simulator", ("linkpool.demo", "linkpool.cli")),
+        ("demo.py", ("linkpool.cli",)),
+    ],
+)
+def test_imports_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
+    root = Path(linkpool.__file__).parent / package
+    for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
+        wrong = {name for name in imported_modules(path) if name.startswith(forbidden)}
+        assert not wrong, f"{path.name} imports {wrong}"

@@ -17,7 +17,7 @@ from linkpool.gc import collect
 from linkpool.lease import Lease
 from linkpool.models import WriteBack, links
 from linkpool.pool import LinkPool
-from linkpool.qualtrics.simulator import Simulator
+from linkpool.simulator import Simulator
 from linkpool.sync import as_text, backoff, sync
 from tests.provision import SURVEY_ID, provision_list
 

@@ -11,8 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from linkpool.clock import Clock
-from linkpool.qualtrics.simulator.faults import Faults
-from linkpool.qualtrics.simulator.http import (
+from linkpool.qualtrics import endpoints as api
+from linkpool.qualtrics.endpoints import (
+    MAILING_LIST_LISTING_CAP,
+    MAX_CONTACTS_PAGE_SIZE,
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_CONTACTS,
+    Endpoint,
+)
+from linkpool.simulator.faults import Faults
+from linkpool.simulator.http import (
+    Handler,
     JsonObject,
     Request,
     Response,
@@ -27,7 +36,7 @@ from linkpool.qualtrics.simulator.http import (
     require_string,
     success,
 )
-from linkpool.qualtrics.simulator.state import (
+from linkpool.simulator.state import (
     CONTACT_FIELDS,
     Brand,
     Contact,
@@ -38,10 +47,6 @@ from linkpool.qualtrics.simulator.state import (
     timestamp,
 )
 
-MAX_IMPORT_CONTACTS = 10_000
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_MAILING_LISTS = 10_000
-CONTACTS_MAX_PAGE_SIZE = 50
 LISTS_MAX_PAGE_SIZE = 100
 DISTRIBUTIONS_MAX_PAGE_SIZE = 100
 DISTRIBUTION_KEYS = (
@@ -54,8 +59,8 @@ DISTRIBUTION_KEYS = (
 )
 _STRING_FIELDS = ("firstName", "lastName", "email", "phone", "extRef", "language")
 
-D = "/directories/{directoryId}"
-ML = D + "/mailinglists/{mailingListId}"
+GET_CONTACT = Endpoint("GET", api.UPDATE_CONTACT.path)
+"""The one endpoint served that the client does not call (tests read a member with it)."""
 
 
 class ApiHandlers:
@@ -67,25 +72,27 @@ class ApiHandlers:
     import_polls: int
 
     def routes(self) -> list[Route]:
-        return [
-            Route("GET", "/whoami", self.whoami),
-            Route("POST", D + "/mailinglists", self.create_mailing_list),
-            Route("GET", D + "/mailinglists", self.list_mailing_lists),
-            Route("GET", ML, self.get_mailing_list),
-            Route("DELETE", ML, self.delete_mailing_list),
-            Route("GET", ML + "/contacts", self.list_contacts),
-            Route("GET", ML + "/contacts/{contactId}", self.get_contact),
-            Route("PUT", ML + "/contacts/{contactId}", self.update_contact),
-            Route("DELETE", ML + "/contacts/{contactId}", self.remove_contact),
-            Route("DELETE", D + "/contacts/{contactId}", self.delete_directory_contact),
-            Route("POST", ML + "/transactioncontacts", self.start_import),
-            Route("GET", ML + "/transactioncontacts/{importId}", self.get_import),
-            Route("POST", "/distributions", self.create_distribution),
-            Route("GET", "/distributions", self.list_distributions),
-            Route("GET", "/distributions/{distributionId}", self.get_distribution),
-            Route("DELETE", "/distributions/{distributionId}", self.delete_distribution),
-            Route("GET", "/distributions/{distributionId}/links", self.list_links),
+        """The client's endpoints (``linkpool.qualtrics.endpoints``), each with its handler."""
+        handlers: list[tuple[Endpoint, Handler]] = [
+            (api.WHOAMI, self.whoami),
+            (api.CREATE_MAILING_LIST, self.create_mailing_list),
+            (api.LIST_MAILING_LISTS, self.list_mailing_lists),
+            (api.GET_MAILING_LIST, self.get_mailing_list),
+            (api.DELETE_MAILING_LIST, self.delete_mailing_list),
+            (api.LIST_CONTACTS, self.list_contacts),
+            (GET_CONTACT, self.get_contact),
+            (api.UPDATE_CONTACT, self.update_contact),
+            (api.DELETE_CONTACT, self.remove_contact),
+            (api.DELETE_DIRECTORY_CONTACT, self.delete_directory_contact),
+            (api.START_IMPORT, self.start_import),
+            (api.GET_IMPORT, self.get_import),
+            (api.CREATE_DISTRIBUTION, self.create_distribution),
+            (api.LIST_DISTRIBUTIONS, self.list_distributions),
+            (api.GET_DISTRIBUTION, self.get_distribution),
+            (api.DELETE_DISTRIBUTION, self.delete_distribution),
+            (api.LIST_LINKS, self.list_links),
         ]
+        return [Route(endpoint.method, endpoint.path, handler) for endpoint, handler in handlers]
 
     def ok(self, result: JsonObject | None = None, status: int = 200) -> Response:
         return success(result, self.brand.request_id(), status)
@@ -143,8 +150,10 @@ class ApiHandlers:
         require_keys(body, ("name",))
         name = require_string(body, "name")
         live = sum(not mailing_list.deleted for mailing_list in self.brand.mailing_lists.values())
-        if live >= MAX_MAILING_LISTS:
-            raise bad_request(f"A directory holds at most {MAX_MAILING_LISTS} mailing lists.")
+        if live >= MAILING_LIST_LISTING_CAP:
+            raise bad_request(
+                f"A directory holds at most {MAILING_LIST_LISTING_CAP} mailing lists."
+            )
         now = self.clock.now()
         owner_id = body.get("ownerId", self.brand.user_id)
         mailing_list = MailingList(self.brand.new_id("CG_"), name, owner_id, now, now)
@@ -173,7 +182,7 @@ class ApiHandlers:
 
     def list_contacts(self, request: Request) -> Response:
         mailing_list = self.mailing_list(request)
-        size = page_size(request, default=CONTACTS_MAX_PAGE_SIZE, maximum=CONTACTS_MAX_PAGE_SIZE)
+        size = page_size(request, default=MAX_CONTACTS_PAGE_SIZE, maximum=MAX_CONTACTS_PAGE_SIZE)
         elements = [
             self.member_element(mailing_list, self.brand.contacts[contact_id])
             for contact_id in mailing_list.members

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from linkpool.qualtrics.simulator.app import Simulator
-from linkpool.qualtrics.simulator.faults import Faults
+from linkpool.simulator.app import DEFAULT_TOKEN, Simulator
 
-DEFAULT_TOKEN = "sim-token"
-DEFAULT_DIRECTORY_ID = "POOL_SimDirectory01"
-DEFAULT_SURVEYS = ("SV_SimSurvey0001",)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
 
 
 class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -28,7 +26,7 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def start_server(
-    simulator: Simulator, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = True
+    simulator: Simulator, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, quiet: bool = True
 ) -> WSGIServer:
     """Bind a threading WSGI server for ``simulator`` and point its ``base_url`` at it.
 
@@ -43,17 +41,8 @@ def start_server(
     return server
 
 
-def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve ``simulator`` over HTTP until interrupted."""
-    with start_server(simulator, host, port, quiet=False) as server:
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-
-
 @contextmanager
-def running(simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def running(simulator: Simulator, host: str = DEFAULT_HOST, port: int = 0) -> Iterator[str]:
     """Serve ``simulator`` on a background thread for the ``with`` block; yields its base URL."""
     server = start_server(simulator, host, port)
     thread = threading.Thread(target=server.serve_forever, name="qualtrics-simulator", daemon=True)
@@ -89,31 +78,18 @@ def config_block(simulator: Simulator, *, token_env: str = "QUALTRICS_API_TOKEN"
 
 
 def run_server(
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    token: str = DEFAULT_TOKEN,
-    surveys: Iterable[str] = DEFAULT_SURVEYS,
-    directory_id: str = DEFAULT_DIRECTORY_ID,
-    faults: Faults | None = None,
+    simulator: Simulator,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     *,
-    seed: int = 0,
-    links_page_size: int = 100,
     echo: Callable[[str], None] | None = None,
 ) -> None:
-    """What ``linkpool simulator`` runs: build a simulator, print how to reach it, serve it.
+    """What ``linkpool simulator`` runs: print how to reach ``simulator``, serve it until
+    interrupted.
 
     ``echo`` prints a line (default: ``print``, flushed so a parent process sees it at once).
     """
     echo = echo or _print_flushed
-    simulator = Simulator(
-        token=token,
-        directory_id=directory_id,
-        surveys=tuple(surveys) or DEFAULT_SURVEYS,
-        links_page_size=links_page_size,
-        seed=seed,
-    )
-    if faults is not None:
-        simulator.faults = faults
     with start_server(simulator, host, port, quiet=False) as server:
         echo(f"Qualtrics simulator listening on {simulator.base_url} (Ctrl-C to stop)\n")
         echo(config_block(simulator))

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import collections
 import hmac
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from linkpool.clock import Clock, SystemClock
-from linkpool.qualtrics.simulator.admin import (
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.throttle import TokenBucket
+from linkpool.simulator.admin import (
     ADMIN_PREFIX,
     faults_from_json,
     faults_to_json,
     link_url,
 )
-from linkpool.qualtrics.simulator.api import ApiHandlers
-from linkpool.qualtrics.simulator.faults import Faults, TokenBucket
-from linkpool.qualtrics.simulator.http import (
+from linkpool.simulator.api import ApiHandlers
+from linkpool.simulator.faults import Faults
+from linkpool.simulator.http import (
     API_PREFIX,
     ApiError,
     JsonObject,
@@ -32,12 +35,14 @@ from linkpool.qualtrics.simulator.http import (
     find_route,
     not_found,
 )
-from linkpool.qualtrics.simulator.state import Brand, Distribution, MailingList, SurveyResponse
-
-if TYPE_CHECKING:
-    from linkpool.qualtrics.client import QualtricsClient
+from linkpool.simulator.state import Brand, Distribution, MailingList, SurveyResponse
 
 StartResponse = Callable[..., Any]
+
+DEFAULT_TOKEN = "sim-token"
+DEFAULT_DIRECTORY_ID = "POOL_SimDirectory01"
+DEFAULT_SURVEY_ID = "SV_SimSurvey0001"
+DEFAULT_LINKS_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -52,19 +57,19 @@ class Simulator(ApiHandlers):
     """An in-memory Qualtrics: one brand, one XM directory, the endpoints linkpool calls.
 
     Call it as a WSGI app, mount it with ``transport()``, or serve it over HTTP with
-    ``linkpool.qualtrics.simulator.serve``. Time comes from ``clock``; ids, link lag and faults
+    ``linkpool.simulator.running`` or ``run_server``. Time comes from ``clock``; ids, link lag and faults
     from a ``random.Random`` seeded with ``seed``. Thread-safe: one lock guards all state.
     """
 
     def __init__(
         self,
         *,
-        token: str = "sim-token",
-        directory_id: str = "POOL_SimDirectory01",
-        surveys: Iterable[str] = ("SV_SimSurvey0001",),
+        token: str = DEFAULT_TOKEN,
+        directory_id: str = DEFAULT_DIRECTORY_ID,
+        surveys: Iterable[str] = (DEFAULT_SURVEY_ID,),
         clock: Clock | None = None,
         datacenter: str = "sim1",
-        links_page_size: int = 100,
+        links_page_size: int = DEFAULT_LINKS_PAGE_SIZE,
         seed: int = 0,
     ) -> None:
         self.token = token
@@ -146,10 +151,11 @@ class Simulator(ApiHandlers):
         if limit is None:
             self._bucket = None
         else:
-            if self._bucket is None or self._bucket.per_minute != limit:
-                self._bucket = TokenBucket(limit, self.clock.monotonic())
-            wait = self._bucket.take(self.clock.monotonic())
-            if wait:
+            if self._bucket is None or self._bucket.requests_per_minute != limit:
+                self._bucket = TokenBucket(limit, self.clock)
+            due = self._bucket.try_take()
+            if due:
+                wait = max(1, math.ceil(due))
                 raise ApiError(
                     429,
                     "Too many requests: the rate limit was exceeded.",
@@ -170,8 +176,6 @@ class Simulator(ApiHandlers):
 
     def client(self, **kwargs: Any) -> QualtricsClient:
         """A ``QualtricsClient`` wired to this simulator (transport, token, clock)."""
-        from linkpool.qualtrics.client import QualtricsClient
-
         options: dict[str, Any] = {
             "base_url": self.base_url,
             "token": self.token,

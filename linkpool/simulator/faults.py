@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,26 +50,3 @@ class Faults:
             raise ValueError("Faults.rate_limit_per_minute must be at least 1, or None")
         if self.latency < 0:
             raise ValueError("Faults.latency must not be negative")
-
-
-class TokenBucket:
-    """``per_minute`` requests a minute on a monotonic clock, with a burst of one minute's worth.
-
-    Not thread-safe by itself: the simulator calls it under its lock.
-    """
-
-    def __init__(self, per_minute: int, now: float) -> None:
-        self.per_minute = per_minute
-        self._tokens = float(per_minute)
-        self._updated = now
-
-    def take(self, now: float) -> int:
-        """Take one token. Returns 0 if granted, else the whole seconds until one is due."""
-        rate = self.per_minute / 60.0
-        elapsed = max(now - self._updated, 0.0)
-        self._tokens = min(float(self.per_minute), self._tokens + elapsed * rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0
-        return max(1, math.ceil((1.0 - self._tokens) / rate))

@@ -10,8 +10,8 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
-from linkpool.qualtrics.simulator.faults import Faults
-from linkpool.qualtrics.simulator.http import (
+from linkpool.simulator.faults import Faults
+from linkpool.simulator.http import (
     JsonObject,
     Request,
     bad_request,
