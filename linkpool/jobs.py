@@ -1,0 +1,58 @@
+"""The job registry: the daemon, the CLI and the docs iterate ``JOBS``.
+
+Adding a job is one module with a ``Job`` (see ``linkpool.job``) and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from linkpool.config import Settings
+from linkpool.errors import ConfigError
+from linkpool.gc import GC_JOB
+from linkpool.job import Job
+from linkpool.refill import REFILL_JOB
+from linkpool.sync import SYNC_JOB
+
+JOBS: tuple[Job, ...] = (
+    SYNC_JOB,
+    REFILL_JOB,
+    GC_JOB,
+)
+
+
+def job_names() -> tuple[str, ...]:
+    return tuple(job.name for job in JOBS)
+
+
+def intervals(settings: Settings) -> dict[str, timedelta]:
+    """Each job's interval: ``[schedule] <job>_interval`` where given, else the job's default.
+
+    Raises ConfigError for a ``[schedule]`` key that names no job."""
+    configured = _configured_intervals(settings)
+    known = job_names()
+    for name in configured:
+        if name not in known:
+            where = settings.source or "the configuration"
+            raise ConfigError(
+                f"{where}: schedule.{name}_interval: no such job; jobs: {', '.join(sorted(known))}"
+            )
+    return {job.name: configured.get(job.name, job.default_interval) for job in JOBS}
+
+
+def _configured_intervals(settings: Settings) -> Mapping[str, timedelta]:
+    """``settings.schedule`` as job name → interval. Shim until the config branch lands: it
+    makes ``schedule`` that mapping; before, it is a dataclass of ``<job>_interval`` fields."""
+    schedule: object = settings.schedule
+    if isinstance(schedule, Mapping):
+        return schedule
+    suffix = "_interval"
+    return {
+        name.removesuffix(suffix): value
+        for name, value in vars(schedule).items()
+        if name.endswith(suffix) and isinstance(value, timedelta)
+    }
+
+
+__all__ = ["JOBS", "intervals", "job_names"]
