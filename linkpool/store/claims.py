@@ -241,9 +241,9 @@ class CompiledClaim:
 
 
 def statement_constants(compiled: sa.engine.Compiled) -> dict[str, Any]:
-    """The values a compiled statement carries itself (its literals: 'claimed', 'pending'…),
-    by bind name; the claim adds its own parameters to these on every run. ``params`` is
-    public API: it leaves out the parameters that have no value yet."""
+    """Every bind of a compiled statement by name: its own values (the literals 'claimed',
+    'pending'…) and None for the parameters the claim fills in on every run. ``params`` is
+    public API (unlike ``construct_params(_check=False)``, which it wraps); a test pins it."""
     return dict(compiled.params)
 
 
