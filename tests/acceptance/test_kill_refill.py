@@ -24,7 +24,8 @@ from linkpool.db import create_engine, upgrade
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.qualtrics.simulator import Simulator
-from linkpool.refill import LEASE_TTL, refill
+from linkpool.refill import refill
+from linkpool.refill.machine import LEASE_TTL
 from linkpool.store import Store
 from tests.acceptance.harness import (
     TOKEN,
