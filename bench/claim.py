@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from linkpool import LinkPool, PoolSettings
 from linkpool.db import create_engine, upgrade
-from linkpool.store import Store
+from linkpool.models import ListState
+from linkpool.store import NewLink, Store
 
 POOL = PoolSettings(name="bench", survey_id="SV_BenchSurvey0001")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -47,18 +48,18 @@ def seed(url: str, count: int) -> None:
     list_id = store.create_list(
         pool="bench", survey_id=POOL.survey_id, name=name, size=count, now=now
     )
-    for start in range(0, count, 5000):
-        rows = [
-            dict(
-                ext_ref=f"{name}#{n}",
-                contact_id=f"CID_{n:011d}",
-                contact_lookup_id=f"CGC_{n:011d}",
-                url=f"https://bench.qualtrics.com/jfe/form/SV_x?Q_DL={list_id}_{n}",
-                expires_at=now + timedelta(days=30 + n % 20),
-            )
-            for n in range(start, min(start + 5000, count))
-        ]
-        store.insert_links(list_id, "bench", rows)
+    store.update_list(list_id, now=now, state=ListState.DISTRIBUTED)
+    new_links = [
+        NewLink(
+            ext_ref=f"{name}#{n}",
+            contact_id=f"CID_{n:011d}",
+            contact_lookup_id=f"CGC_{n:011d}",
+            url=f"https://bench.qualtrics.com/jfe/form/SV_x?Q_DL={list_id}_{n}",
+            expires_at=now + timedelta(days=30 + n % 20),
+        )
+        for n in range(count)
+    ]
+    store.finish_list(list_id, "bench", new_links, now=now, shortfall=0)
     engine.dispose()
 
 

@@ -287,11 +287,11 @@ def check_lists(lp: LinkPool, simulator: Simulator) -> list[str]:
     """After shutdown: no live mailing list on Qualtrics is unknown to the database."""
     problems: list[str] = []
     known = {
-        row["mailing_list_id"]
+        row.mailing_list_id
         for row in lp.store.lists_in_states(
             ("planned", "list_created", "importing", "imported", "distributed", "ready", "failed")
         )
-        if row["deleted_at"] is None
+        if row.deleted_at is None
     }
     unknown = sorted(set(simulator.mailing_lists()) - known)
     if unknown:

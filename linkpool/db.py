@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from linkpool.config import normalize_database_url
-from linkpool.errors import DatabaseError, SchemaNotMigrated
+from linkpool.errors import DatabaseError, DuplicateRecord, SchemaNotMigrated
 
 
 def _migrations_dir() -> Path:
@@ -105,11 +105,12 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn driver failures into DatabaseError / SchemaNotMigrated with a message that helps."""
+    """Turn driver failures into DatabaseError / SchemaNotMigrated / DuplicateRecord with a
+    message that helps (and never the statement's parameters)."""
     try:
         yield
-    except sa.exc.IntegrityError:
-        raise
+    except sa.exc.IntegrityError as exc:
+        raise DuplicateRecord() from exc
     except (sa.exc.DatabaseError, sa.exc.InterfaceError) as exc:  # e.g. "file is not a database"
         raise database_error(exc) from exc
 

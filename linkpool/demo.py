@@ -259,7 +259,7 @@ class _Demo:
 
     def final_state(self, lp: LinkPool, store: Store) -> None:
         self.status(lp, "8. final state")
-        states = Counter(row["state"] for row in store.lists_in_states(_ALL_STATES))
+        states = Counter(row.state for row in store.lists_in_states(_ALL_STATES))
         summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
         self.echo(f"   lists in the database: {summary}; claims kept for the record")
 

@@ -10,7 +10,8 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     ├── PoolExhausted                 exit 3  no claimable link left in the pool
     ├── IdempotencyConflict           exit 1  a key reused with another recipient or data
     ├── DatabaseError                 exit 1  the database cannot be reached or used
-    │   └── SchemaNotMigrated         exit 1  the database is behind the code
+    │   ├── SchemaNotMigrated         exit 1  the database is behind the code
+    │   └── DuplicateRecord           exit 1  a unique value (idempotency key, link URL) repeated
     ├── LeaseHeld                     exit 0  another process is already doing this job
     ├── LeaseLost                     exit 1  another process took over a job while it ran
     └── QualtricsError                exit 1  Qualtrics answered with an error or not at all
@@ -109,6 +110,11 @@ class DatabaseError(LinkPoolError):
 
 class SchemaNotMigrated(DatabaseError):
     """The database schema is not up to date: run `linkpool db upgrade`."""
+
+
+class DuplicateRecord(DatabaseError):
+    """A row would repeat a value that must be unique (an idempotency key, a link's URL):
+    nothing was written."""
 
 
 class LeaseHeld(LinkPoolError):

@@ -34,19 +34,19 @@ FORMATS = ("csv", "json")
 def claim_records(store: Store, pool: str) -> Iterator[dict[str, Any]]:
     for row in store.iter_claims(pool):
         yield {
-            "claimed_at": row["claimed_at"].isoformat(),
-            "recipient": row["recipient"],
-            "key": row["idempotency_key"],
-            "data": json.loads(row["data"]) if row["data"] is not None else None,
-            "url": row["url"],
-            "expires_at": row["expires_at"].isoformat(),
-            "contact_id": row["contact_id"],
-            "contact_lookup_id": row["contact_lookup_id"],
-            "ext_ref": row["ext_ref"],
-            "mailing_list_id": row["mailing_list_id"],
-            "distribution_id": row["distribution_id"],
-            "survey_id": row["survey_id"],
-            "writeback": row["writeback"],
+            "claimed_at": row.claimed_at.isoformat(),
+            "recipient": row.recipient,
+            "key": row.idempotency_key,
+            "data": json.loads(row.data) if row.data is not None else None,
+            "url": row.url,
+            "expires_at": row.expires_at.isoformat(),
+            "contact_id": row.contact_id,
+            "contact_lookup_id": row.contact_lookup_id,
+            "ext_ref": row.ext_ref,
+            "mailing_list_id": row.mailing_list_id,
+            "distribution_id": row.distribution_id,
+            "survey_id": row.survey_id,
+            "writeback": row.writeback,
         }
 
 

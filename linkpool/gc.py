@@ -28,16 +28,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
 from linkpool.clock import Clock
 from linkpool.config import DEFAULT_LIST_PREFIX, Settings
 from linkpool.errors import AuthError, NotFound, QualtricsError
+from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import list_name_prefix, refill_lease_name
-from linkpool.store import Store
+from linkpool.store import ListRecord, Store
 
 logger = logging.getLogger("linkpool.gc")
 
@@ -64,13 +63,13 @@ class ListAction:
     reason: str  # "expired", "failed", "stale" (stuck provisioning) or "resumed"
 
     @classmethod
-    def from_row(cls, row: RowMapping, reason: str) -> ListAction:
+    def from_row(cls, row: ListRecord, reason: str) -> ListAction:
         return cls(
-            list_id=row["id"],
-            pool=row["pool"],
-            name=row["name"],
-            mailing_list_id=row["mailing_list_id"],
-            distribution_id=row["distribution_id"],
+            list_id=row.id,
+            pool=row.pool,
+            name=row.name,
+            mailing_list_id=row.mailing_list_id,
+            distribution_id=row.distribution_id,
             reason=reason,
         )
 
@@ -79,7 +78,7 @@ class ListAction:
 
 
 @dataclass
-class GcReport:
+class GcReport(JobReport):
     dry_run: bool = False
     lists: list[ListAction] = field(default_factory=list)
     lists_deleted: int = 0
@@ -88,16 +87,38 @@ class GcReport:
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "lists": [action.to_dict() for action in self.lists],
             "lists_deleted": self.lists_deleted,
             "links_voided": self.links_voided,
             "contacts_purged": self.contacts_purged,
-            "api_calls": dict(sorted(self.api_calls.items())),
             "errors": list(self.errors),
         }
+
+    def summary_parts(self) -> list[str]:
+        return [
+            f"lists deleted {self.lists_deleted}",
+            f"links voided {self.links_voided}",
+            f"contacts purged {self.contacts_purged}",
+        ]
+
+
+class GcJob:
+    """``gc`` as a scheduled job."""
+
+    name = "gc"
+    lock = LEASE_NAME
+    default_interval = timedelta(hours=1)
+
+    def run(self, context: JobContext, stop: threading.Event) -> GcReport:
+        return collect(
+            context.settings, context.require_client(), context.store, context.clock, stop=stop
+        )
+
+
+GC_JOB = GcJob()
 
 
 class _Refused(Exception):
@@ -169,11 +190,11 @@ class _Reaper:
             ListAction.from_row(row, reason) for row, reason in self.candidates()
         )
 
-    def candidates(self) -> Iterator[tuple[RowMapping, str]]:
+    def candidates(self) -> Iterator[tuple[ListRecord, str]]:
         """Lists to delete, once each: half-reaped ones first, then expired, then abandoned."""
         seen: set[int] = set()
         grace = self.settings.gc.grace
-        groups: list[Iterable[tuple[RowMapping, str]]] = [
+        groups: list[Iterable[tuple[ListRecord, str]]] = [
             ((row, "resumed") for row in self.store.lists_being_reaped(now=self.now)),
             (
                 (row, "expired")
@@ -183,17 +204,17 @@ class _Reaper:
         ]
         for group in groups:
             for row, reason in group:
-                if row["id"] not in seen:
-                    seen.add(row["id"])
+                if row.id not in seen:
+                    seen.add(row.id)
                     yield row, reason
 
-    def abandoned(self) -> Iterator[tuple[RowMapping, str]]:
+    def abandoned(self) -> Iterator[tuple[ListRecord, str]]:
         rows = self.store.abandoned_lists(now=self.now, stale_before=self.now - self.stale_after)
         for row in rows:
-            if self.store.lease_holder(refill_lease_name(row["pool"]), now=self.now):
-                logger.info("list %s: its pool's refill is running; left to it", row["id"])
+            if self.store.lease_holder(refill_lease_name(row.pool), now=self.now):
+                logger.info("list %s: its pool's refill is running; left to it", row.id)
                 continue
-            yield row, "failed" if row["state"] == ListState.FAILED else "stale"
+            yield row, "failed" if row.state == ListState.FAILED else "stale"
 
     # --- acting -----------------------------------------------------------------------------
 
@@ -210,12 +231,12 @@ class _Reaper:
             lease.renew()
             self.reap_reporting_errors(row, reason)
 
-    def reap_reporting_errors(self, row: RowMapping, reason: str) -> None:
+    def reap_reporting_errors(self, row: ListRecord, reason: str) -> None:
         if reason in ("failed", "stale"):
             # Hold the pool's refill lease, so that no refill resumes the list as we delete it.
-            refill = Lease(self.store, refill_lease_name(row["pool"]), self.clock, ttl=LEASE_TTL)
+            refill = Lease(self.store, refill_lease_name(row.pool), self.clock, ttl=LEASE_TTL)
             if not refill.acquire():
-                logger.info("list %s: its pool's refill is running; left to it", row["id"])
+                logger.info("list %s: its pool's refill is running; left to it", row.id)
                 return
             try:
                 self.reap_and_report(row, reason)
@@ -224,8 +245,8 @@ class _Reaper:
         else:
             self.reap_and_report(row, reason)
 
-    def reap_and_report(self, row: RowMapping, reason: str) -> None:
-        label = f"list {row['id']} ({row['mailing_list_id'] or row['name']})"
+    def reap_and_report(self, row: ListRecord, reason: str) -> None:
+        label = f"list {row.id} ({row.mailing_list_id or row.name})"
         try:
             if self.reap(row):
                 self.report.lists.append(ListAction.from_row(row, reason))
@@ -239,12 +260,12 @@ class _Reaper:
         except QualtricsError as exc:
             logger.warning("%s: gc will retry it: %s", label, exc)
             self.report.errors.append(f"{label}: {exc}")
-            self.store.update_list(row["id"], now=self.clock.now(), last_error=str(exc))
+            self.store.update_list(row.id, now=self.clock.now(), last_error=str(exc))
 
-    def reap(self, row: RowMapping) -> bool:
+    def reap(self, row: ListRecord) -> bool:
         """Take one list through reaping → distribution_deleted → deleted; False if it
         changed state meanwhile or gained a claim (then nothing was touched)."""
-        list_id, state = row["id"], row["state"]
+        list_id, state = row.id, row.state
         if state not in _REAPING:
             voided = self.store.begin_reaping(list_id, state=state, now=self.clock.now())
             if voided is None:
@@ -264,29 +285,29 @@ class _Reaper:
         self.store.update_list(list_id, now=now, state=ListState.DELETED, deleted_at=now)
         return True
 
-    def guard(self, row: RowMapping) -> None:
+    def guard(self, row: ListRecord) -> None:
         """The invariant, checked once more right before a delete."""
-        live = self.store.live_claims(row["id"], now=self.now)
+        live = self.store.live_claims(row.id, now=self.now)
         if live:
             raise _Refused(
                 f"refused to delete: it holds {live} claimed link(s) that have not expired"
             )
 
-    def delete_distribution(self, row: RowMapping) -> None:
-        distribution_id = row["distribution_id"] or self.find_distribution(row)
+    def delete_distribution(self, row: ListRecord) -> None:
+        distribution_id = row.distribution_id or self.find_distribution(row)
         if distribution_id is not None:
             self.guard(row)
             _delete(self.client.delete_distribution, distribution_id)
 
-    def delete_mailing_list(self, row: RowMapping) -> None:
-        mailing_list_id = row["mailing_list_id"] or self.directory().get(row["name"])
+    def delete_mailing_list(self, row: ListRecord) -> None:
+        mailing_list_id = row.mailing_list_id or self.directory().get(row.name)
         if mailing_list_id is not None:
             self.guard(row)
             _delete(self.client.delete_mailing_list, mailing_list_id)
 
-    def purge_contacts(self, row: RowMapping) -> None:
+    def purge_contacts(self, row: ListRecord) -> None:
         """Remove the list's placeholders from the directory (one rate-limited call each)."""
-        for done, contact_id in enumerate(self.store.placeholder_contact_ids(row["id"]), 1):
+        for done, contact_id in enumerate(self.store.placeholder_contact_ids(row.id), 1):
             _delete(self.client.delete_directory_contact, contact_id)
             self.report.contacts_purged += 1
             if done % PURGE_RENEW_EVERY == 0 and self.lease is not None:
@@ -303,12 +324,12 @@ class _Reaper:
             }
         return self._directory
 
-    def find_distribution(self, row: RowMapping) -> str | None:
+    def find_distribution(self, row: ListRecord) -> str | None:
         """A distribution created for the list whose creation answer was lost, if any."""
-        mailing_list_id = row["mailing_list_id"]
+        mailing_list_id = row.mailing_list_id
         if mailing_list_id is None:
             return None  # without a list there cannot be a distribution for it
-        survey_id = row["survey_id"]
+        survey_id = row.survey_id
         if survey_id not in self._distributions:
             try:
                 self._distributions[survey_id] = list(self.client.iter_distributions(survey_id))
@@ -318,7 +339,7 @@ class _Reaper:
             recipients = element.get("recipients") or {}
             if (
                 recipients.get("mailingListId") == mailing_list_id
-                or element.get("description") == row["name"]
+                or element.get("description") == row.name
             ):
                 return str(element["id"])
         return None
@@ -352,19 +373,21 @@ class Orphan:
 
 
 @dataclass
-class OrphanReport:
+class OrphanReport(JobReport):
     orphans: list[Orphan] = field(default_factory=list)
     deleted: int = 0
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         return {
             "orphans": [orphan.to_dict() for orphan in self.orphans],
             "deleted": self.deleted,
-            "api_calls": dict(sorted(self.api_calls.items())),
             "errors": list(self.errors),
         }
+
+    def summary_parts(self) -> list[str]:
+        return [f"{len(self.orphans)} orphan list(s)", f"deleted {self.deleted}"]
 
 
 def find_orphans(client: QualtricsClient, store: Store, *, list_prefix: str) -> list[Orphan]:
@@ -406,6 +429,8 @@ def delete_orphans(
 
 
 __all__ = [
+    "GC_JOB",
+    "GcJob",
     "GcReport",
     "ListAction",
     "Orphan",

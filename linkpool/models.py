@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum, nonmember
 
 from sqlalchemy import (
     Column,
@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -52,7 +52,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class ListState:
+class ListState(StrEnum):
     """A list's provisioning states, in order; then its end states."""
 
     PLANNED = "planned"
@@ -68,17 +68,20 @@ class ListState:
     DISTRIBUTION_DELETED = "distribution_deleted"
     DELETED = "deleted"
 
-    PROVISIONING = (PLANNED, LIST_CREATED, IMPORTING, IMPORTED, DISTRIBUTED)
-    LIVE = (*PROVISIONING, READY, FAILED)
+    # Groups of states, not states (``nonmember``): written as the values they group.
+    PROVISIONING = nonmember(("planned", "list_created", "importing", "imported", "distributed"))
+    LIVE = nonmember(
+        ("planned", "list_created", "importing", "imported", "distributed", "ready", "failed")
+    )
 
 
-class LinkStatus:
+class LinkStatus(StrEnum):
     AVAILABLE = "available"
     CLAIMED = "claimed"
     VOID = "void"
 
 
-class WriteBack:
+class WriteBack(StrEnum):
     """The state of a claimed link's recipient write-back to Qualtrics."""
 
     PENDING = "pending"

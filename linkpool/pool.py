@@ -6,64 +6,29 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Engine
 
+from linkpool.claimer import Claim
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import PoolSettings, QualtricsSettings, Settings, SyncSettings, load_settings
 from linkpool.db import check_migrated, create_engine
 from linkpool.errors import (
     ConfigError,
+    DuplicateRecord,
     IdempotencyConflict,
     InvalidClaim,
     PoolExhausted,
     UnknownPool,
 )
-from linkpool.store import ClaimRequest, PoolCounts, Store
-
-if TYPE_CHECKING:
-    from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, Store
+from linkpool.sync import write_back_claim
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_RECIPIENT_LENGTH = 255
 MAX_KEY_LENGTH = 255
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A personal link handed to one recipient. ``url`` is a bearer credential: it is kept
-    out of ``repr`` so that logging a claim does not leak it."""
-
-    pool: str
-    recipient: str
-    key: str | None
-    data: Mapping[str, Any] | None
-    url: str = field(repr=False)
-    expires_at: datetime
-    contact_id: str
-    contact_lookup_id: str | None
-    claimed_at: datetime
-    link_id: int
-    replayed: bool = False  # True when an idempotent repeat returned an earlier claim
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pool": self.pool,
-            "recipient": self.recipient,
-            "key": self.key,
-            "data": self.data,
-            "url": self.url,
-            "expires_at": self.expires_at.isoformat(),
-            "contact_id": self.contact_id,
-            "contact_lookup_id": self.contact_lookup_id,
-            "claimed_at": self.claimed_at.isoformat(),
-            "link_id": self.link_id,
-            "replayed": self.replayed,
-        }
 
 
 def canonical_json(data: Mapping[str, Any] | None) -> str | None:
@@ -84,18 +49,21 @@ def canonical_json(data: Mapping[str, Any] | None) -> str | None:
 
 
 class LinkPool:
-    """Claims links from the pools of one database. Safe to share between threads. A process
-    forked after it was built (a pre-forking web server) drops the parent's connections on its
-    first claim and opens its own."""
+    """Claims links from the pools of one database (a ``Claimer``). Safe to share between
+    threads. A process forked after it was built (a pre-forking web server) drops the parent's
+    connections on its first claim and opens its own.
+
+    Give it either ``database_url`` or an ``engine`` (then the caller owns the engine's
+    configuration; ``close`` still disposes of it)."""
 
     def __init__(
         self,
         *,
-        database_url: str,
         pools: Mapping[str, PoolSettings] | Iterable[PoolSettings],
+        database_url: str | None = None,
         clock: Clock | None = None,
         check_schema: bool = True,
-        engine: sa.engine.Engine | None = None,
+        engine: Engine | None = None,
         client: QualtricsClient | None = None,
         qualtrics: QualtricsSettings | None = None,
         sync: SyncSettings | None = None,
@@ -104,7 +72,7 @@ class LinkPool:
             pools = {pool.name: pool for pool in pools}
         self.pools: Mapping[str, PoolSettings] = dict(pools)
         self.clock = clock or SystemClock()
-        self.engine = engine or create_engine(database_url)
+        self.engine = engine or _engine_for(database_url)
         self.store = Store(self.engine)
         self._pid = os.getpid()
         # For claim(..., sync=True): a client given, or one built on first use from ``qualtrics``.
@@ -151,8 +119,6 @@ class LinkPool:
         client = self.qualtrics_client() if sync else None
         claim = self._claim(pool, recipient=recipient, key=key, data=data)
         if client is not None:
-            from linkpool.sync import write_back_claim
-
             write_back_claim(
                 client, self.store, self.pools, self.sync_settings, self.clock, claim.link_id
             )
@@ -162,8 +128,6 @@ class LinkPool:
         """The client for inline write-backs; ConfigError without a [qualtrics] table."""
         with self._client_lock:
             if self._client is None:
-                from linkpool.qualtrics.client import QualtricsClient
-
                 if self._qualtrics is None:
                     raise ConfigError("claim(..., sync=True) needs a [qualtrics] table or a client")
                 self._client = QualtricsClient.from_settings(self._qualtrics, clock=self.clock)
@@ -178,17 +142,23 @@ class LinkPool:
         if os.getpid() != self._pid:
             self._adopt_after_fork()
         try:
-            row = self.store.claim(request)
-        except sa.exc.IntegrityError:
-            row = None  # the key was used already: fall through to the lookup
-        if row is not None:
-            return _claim_from_row(row)
+            record = self.store.claim(request)
+        except DuplicateRecord:
+            record = None  # the key was used already: fall through to the lookup
+        if record is not None:
+            return _claim_from_record(record)
         if key is not None:
             earlier = self.store.claim_by_key(pool, key)
             if earlier is not None:
                 return _replay(earlier, request)
         counts = self.counts(pool)
         raise PoolExhausted(pool, too_old=counts.too_old)
+
+    def claim_by_key(self, pool: str, key: str) -> Claim | None:
+        """The claim made in ``pool`` with idempotency ``key`` (``replayed`` set), or None."""
+        self.pool(pool)
+        earlier = self.store.claim_by_key(pool, key)
+        return _claim_from_record(earlier, replayed=True) if earlier is not None else None
 
     def _adopt_after_fork(self) -> None:
         """Forget the parent's pooled connections without closing them under its feet."""
@@ -236,23 +206,32 @@ class LinkPool:
         )
 
 
-def _claim_from_row(row: Mapping[str, Any] | RowMapping, *, replayed: bool = False) -> Claim:
+def _engine_for(database_url: str | None) -> Engine:
+    if database_url is None:
+        raise ConfigError("LinkPool needs a database_url or an engine")
+    return create_engine(database_url)
+
+
+def _claim_from_record(record: ClaimRecord, *, replayed: bool = False) -> Claim:
     return Claim(
-        pool=row["pool"],
-        recipient=row["recipient"],
-        key=row["idempotency_key"],
-        data=json.loads(row["data"]) if row["data"] is not None else None,
-        url=row["url"],
-        expires_at=row["expires_at"],
-        contact_id=row["contact_id"],
-        contact_lookup_id=row["contact_lookup_id"],
-        claimed_at=row["claimed_at"],
-        link_id=row["id"],
+        pool=record.pool,
+        recipient=record.recipient,
+        key=record.idempotency_key,
+        data=json.loads(record.data) if record.data is not None else None,
+        url=record.url,
+        expires_at=record.expires_at,
+        contact_id=record.contact_id,
+        contact_lookup_id=record.contact_lookup_id,
+        claimed_at=record.claimed_at,
+        link_id=record.id,
         replayed=replayed,
     )
 
 
-def _replay(earlier: Mapping[str, Any] | RowMapping, request: ClaimRequest) -> Claim:
-    if earlier["recipient"] != request.recipient or earlier["data"] != request.data:
+def _replay(earlier: ClaimRecord, request: ClaimRequest) -> Claim:
+    if earlier.recipient != request.recipient or earlier.data != request.data:
         raise IdempotencyConflict(request.pool, request.key or "")
-    return _claim_from_row(earlier, replayed=True)
+    return _claim_from_record(earlier, replayed=True)
+
+
+__all__ = ["Claim", "LinkPool", "canonical_json"]

@@ -18,19 +18,20 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from linkpool.clock import Clock, SystemClock
-from linkpool.config import ScheduleSettings, Settings, format_duration
+from linkpool.config import Settings, format_duration
 from linkpool.db import check_migrated, create_engine
 from linkpool.errors import DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
+from linkpool.job import Job, JobContext, JobReport
+from linkpool.jobs import JOBS, intervals
 from linkpool.lease import Lease
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.store import Store
@@ -40,16 +41,6 @@ logger = logging.getLogger("linkpool.scheduler")
 LEADER_LEASE = "leader"
 LEADER_TTL = timedelta(seconds=60)
 """A leader that stops renewing is replaced after at most this long."""
-JOB_NAMES = ("sync", "refill", "gc")
-# What config no longer declares: each job's interval when [schedule] does not name it.
-DEFAULT_INTERVALS = {
-    "sync": timedelta(seconds=30),
-    "refill": timedelta(minutes=5),
-    "gc": timedelta(hours=1),
-}
-LOGGED = ("refill", "gc", "sync")
-
-Job = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -59,7 +50,7 @@ class JobRun:
     job: str
     ran: bool
     summary: str
-    report: Any = None
+    report: JobReport | None = None
     failed: bool = False
 
 
@@ -73,19 +64,16 @@ class Daemon:
         store: Store,
         clock: Clock,
         *,
-        jobs: Mapping[str, Job] | None = None,
+        jobs: Iterable[Job] = JOBS,
         leader_ttl: timedelta = LEADER_TTL,
         holder: str | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.context = JobContext(settings=settings, client=client, store=store, clock=clock)
         self.stop_event = threading.Event()
         self.leader = Lease(store, LEADER_LEASE, clock, ttl=leader_ttl, holder=holder)
-        if jobs is None:
-            if client is None:
-                raise ValueError("the daemon's default jobs need a Qualtrics client")
-            jobs = default_jobs(settings, client, store, clock, self.stop_event)
-        self.jobs = dict(jobs)
+        self.jobs = {job.name: job for job in jobs}
         self._lock = threading.Lock()
 
     @property
@@ -128,7 +116,7 @@ class Daemon:
             return JobRun(name, ran=False, summary="not the leader")
         started = self.clock.monotonic()
         try:
-            report = self.jobs[name]()
+            report = self.jobs[name].run(self.context, self.stop_event)
         except LeaseHeld:
             logger.info("%s: skipped, already running elsewhere", name)
             return JobRun(name, ran=False, summary="already running elsewhere")
@@ -139,7 +127,7 @@ class Daemon:
             logger.exception("%s: failed unexpectedly", name)
             return JobRun(name, ran=True, summary="failed unexpectedly", failed=True)
         seconds = self.clock.monotonic() - started
-        summary, failed = summarize(name, report)
+        summary, failed = summarize(report)
         log = logger.warning if failed else logger.info
         log("%s: %s in %.1fs", name, summary, seconds)
         return JobRun(name, ran=True, summary=summary, report=report, failed=failed)
@@ -157,56 +145,20 @@ class Daemon:
                 logger.info("released the leader lease")
 
 
-def default_jobs(
-    settings: Settings,
-    client: QualtricsClient,
-    store: Store,
-    clock: Clock,
-    stop: threading.Event,
-) -> dict[str, Job]:
-    from linkpool.gc import collect
-    from linkpool.refill import refill
-    from linkpool.sync import sync
-
-    return {
-        "refill": lambda: refill(settings, client, store, clock, stop=stop),
-        "gc": lambda: collect(settings, client, store, clock, stop=stop),
-        "sync": lambda: sync(settings, client, store, clock, stop=stop),
-    }
-
-
-def summarize(name: str, report: Any) -> tuple[str, bool]:
+def summarize(report: JobReport) -> tuple[str, bool]:
     """One line of figures for a job's report, and whether it reported errors."""
-    figures = report.to_dict() if hasattr(report, "to_dict") else {}
-    errors = list(figures.get("errors") or [])
-    if name == "refill":
-        pools = figures.get("pools", {}).values()
-        errors = [error for pool in pools for error in pool["errors"]]
-        parts = [
-            f"{len(pools)} pool(s)",
-            f"{sum(p['lists_ready'] for p in pools)} list(s) ready",
-            f"{sum(p['links_added'] for p in pools)} link(s) added",
-            f"shortfall {sum(p['shortfall'] for p in pools)}",
-            f"{sum(1 for p in pools if p['skipped'])} skipped",
-        ]
-    else:
-        keys = {
-            "gc": ("lists_deleted", "links_voided", "contacts_purged"),
-            "sync": ("written", "retrying", "failed", "requeued"),
-        }.get(name, ())
-        parts = [f"{key.replace('_', ' ')} {figures.get(key, 0)}" for key in keys]
-    parts.append(f"{sum(figures.get('api_calls', {}).values())} API call(s)")
-    if errors:
-        parts.append(f"{len(errors)} error(s): {errors[0]}")
-    return ", ".join(parts), bool(errors)
+    return report.summary(), report.has_errors
 
 
 def build_scheduler(
-    daemon: Daemon, schedule: ScheduleSettings, executor: ThreadPoolExecutor | None = None
+    daemon: Daemon,
+    every: Mapping[str, timedelta],
+    executor: ThreadPoolExecutor | None = None,
 ) -> BlockingScheduler:
-    """A BlockingScheduler running each job at its interval (first run at once), plus the
-    leader lease's renewal at a third of its TTL. Jobs never overlap themselves."""
-    executor = executor or ThreadPoolExecutor(max_workers=len(JOB_NAMES) + 1)
+    """A BlockingScheduler running each of the daemon's jobs at its interval in ``every``
+    (first run at once), plus the leader lease's renewal at a third of its TTL. Jobs never
+    overlap themselves."""
+    executor = executor or ThreadPoolExecutor(max_workers=len(daemon.jobs) + 1)
     scheduler = BlockingScheduler(
         executors={"default": executor},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -220,29 +172,28 @@ def build_scheduler(
         id="leader",
         next_run_time=start,
     )
-    intervals = {**DEFAULT_INTERVALS, **schedule}
-    for name in JOB_NAMES:
-        if name in daemon.jobs:
-            scheduler.add_job(
-                daemon.run_job,
-                "interval",
-                args=[name],
-                seconds=intervals[name].total_seconds(),
-                id=name,
-                next_run_time=start,
-            )
+    for name in daemon.jobs:
+        scheduler.add_job(
+            daemon.run_job,
+            "interval",
+            args=[name],
+            seconds=every[name].total_seconds(),
+            id=name,
+            next_run_time=start,
+        )
     return scheduler
 
 
 def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
     """Run in the foreground until SIGTERM or SIGINT; then stop cleanly."""
     clock = clock or SystemClock()
+    every = intervals(settings)  # an unknown [schedule] key fails before anything starts
     engine = create_engine(settings.database_url)
     check_migrated(engine)
     client = QualtricsClient.from_settings(settings.require_qualtrics(), clock=clock)
     daemon = Daemon(settings, client, Store(engine), clock)
-    executor = ThreadPoolExecutor(max_workers=len(JOB_NAMES) + 1)
-    scheduler = build_scheduler(daemon, settings.schedule, executor)
+    executor = ThreadPoolExecutor(max_workers=len(daemon.jobs) + 1)
+    scheduler = build_scheduler(daemon, every, executor)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("%s received: stopping", signal.Signals(signum).name)
@@ -251,8 +202,8 @@ def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     logger.info(
-        "linkpool daemon started: refill every %s, gc every %s, sync every %s",
-        *(format_duration({**DEFAULT_INTERVALS, **settings.schedule}[job]) for job in LOGGED),
+        "linkpool daemon started: %s",
+        ", ".join(f"{name} every {format_duration(every[name])}" for name in daemon.jobs),
     )
     try:
         scheduler.start()
@@ -271,7 +222,6 @@ __all__ = [
     "JobRun",
     "LEADER_LEASE",
     "build_scheduler",
-    "default_jobs",
     "run_daemon",
     "summarize",
 ]

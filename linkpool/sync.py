@@ -25,19 +25,18 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
-
-from sqlalchemy.engine import RowMapping
 
 from linkpool.clock import Clock
 from linkpool.config import PoolSettings, Settings, SyncSettings
 from linkpool.errors import AuthError, BadRequest, NotFound, QualtricsError
+from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
 from linkpool.models import ListState, WriteBack
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.store import Store
+from linkpool.store import Store, WriteBackOutcome, WriteBackRecord
 
 logger = logging.getLogger("linkpool.sync")
 
@@ -51,7 +50,7 @@ _GONE_STATES = (ListState.REAPING, ListState.DISTRIBUTION_DELETED, ListState.DEL
 
 
 @dataclass
-class SyncReport:
+class SyncReport(JobReport):
     written: int = 0
     retrying: int = 0  # failed this time; tried again once their backoff has passed
     failed: int = 0  # given up: attempts spent, or refused for good
@@ -59,29 +58,38 @@ class SyncReport:
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         return {
             "written": self.written,
             "retrying": self.retrying,
             "failed": self.failed,
             "requeued": self.requeued,
-            "api_calls": dict(sorted(self.api_calls.items())),
             "errors": list(self.errors),
         }
 
+    def summary_parts(self) -> list[str]:
+        return [
+            f"written {self.written}",
+            f"retrying {self.retrying}",
+            f"failed {self.failed}",
+            f"requeued {self.requeued}",
+        ]
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one write-back attempt left: the values ``Store.record_writebacks`` stores."""
 
-    link_id: int
-    state: str
-    attempts: int
-    due_at: datetime | None
-    error: str | None
+class SyncJob:
+    """``sync`` as a scheduled job."""
 
-    def as_row(self) -> dict[str, Any]:
-        return asdict(self)
+    name = "sync"
+    lock = LEASE_NAME
+    default_interval = timedelta(seconds=30)
+
+    def run(self, context: JobContext, stop: threading.Event) -> SyncReport:
+        return sync(
+            context.settings, context.require_client(), context.store, context.clock, stop=stop
+        )
+
+
+SYNC_JOB = SyncJob()
 
 
 def sync(
@@ -102,7 +110,7 @@ def sync(
     workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
     stop = stop or threading.Event()
 
-    def attempt(row: RowMapping) -> Outcome | AuthError | None:
+    def attempt(row: WriteBackRecord) -> WriteBackOutcome | AuthError | None:
         if stop.is_set():
             return None  # not attempted: left pending
         with client.tally(report.api_calls):  # in a worker thread
@@ -117,10 +125,10 @@ def sync(
         attempted: set[int] = set()
         while not stop.is_set():
             due = store.due_writebacks(now=clock.now(), limit=batch_size)
-            batch = [row for row in due if row["id"] not in attempted]
+            batch = [row for row in due if row.id not in attempted]
             if not batch:
                 break
-            attempted.update(row["id"] for row in batch)
+            attempted.update(row.id for row in batch)
             results = list(pool.map(attempt, batch))
             _save(store, report, results)
             lease.renew()
@@ -140,21 +148,23 @@ def write_back_claim(
     Never raises for Qualtrics being down: the write-back then stays pending for ``sync``.
     """
     row = store.writeback_of(link_id)
-    if row is None or row["writeback"] != WriteBack.PENDING:
-        return row is not None and row["writeback"] == WriteBack.DONE
+    if row is None or row.writeback != WriteBack.PENDING:
+        return row is not None and row.writeback == WriteBack.DONE
     result = Writer(client, pools, sync_settings, clock).attempt(row)
     if isinstance(result, AuthError):
         logger.warning("write-back of link %s left pending: %s", link_id, result)
         return False
-    store.record_writebacks([result.as_row()])
+    store.record_writebacks([result])
     return result.state == WriteBack.DONE
 
 
-def _save(store: Store, report: SyncReport, results: Sequence[Outcome | AuthError | None]) -> None:
+def _save(
+    store: Store, report: SyncReport, results: Sequence[WriteBackOutcome | AuthError | None]
+) -> None:
     """Record a batch's outcomes (None: not attempted) in one transaction; then stop on a
     refused token."""
-    outcomes = [result for result in results if isinstance(result, Outcome)]
-    store.record_writebacks([outcome.as_row() for outcome in outcomes])
+    outcomes = [result for result in results if isinstance(result, WriteBackOutcome)]
+    store.record_writebacks(outcomes)
     for outcome in outcomes:
         if outcome.state == WriteBack.DONE:
             report.written += 1
@@ -183,20 +193,20 @@ class Writer:
         self.settings = settings
         self.clock = clock
 
-    def attempt(self, row: RowMapping) -> Outcome | AuthError:
+    def attempt(self, row: WriteBackRecord) -> WriteBackOutcome | AuthError:
         """One PUT for one link. An AuthError is returned, not counted as an attempt: every
         write-back would fail alike, so the run stops and nothing burns its budget."""
-        attempts = row["writeback_attempts"] + 1
-        if row["list_state"] in _GONE_STATES or row["mailing_list_id"] is None:
+        attempts = row.writeback_attempts + 1
+        if row.list_state in _GONE_STATES or row.mailing_list_id is None:
             return self.failed(
                 row,
                 attempts,
-                f"its list {row['mailing_list_id'] or '(never created)'} was deleted by gc "
+                f"its list {row.mailing_list_id or '(never created)'} was deleted by gc "
                 "before the write-back ran; the data stays in the ledger (see export)",
             )
         try:
             self.client.update_contact(
-                row["mailing_list_id"], row["contact_id"], self.contact_fields(row)
+                row.mailing_list_id, row.contact_id, self.contact_fields(row)
             )
         except AuthError as exc:
             return exc
@@ -204,38 +214,38 @@ class Writer:
             return self.failed(row, attempts, f"Qualtrics refused it: {exc}")
         except QualtricsError as exc:
             return self.retry_later(row, attempts, str(exc))
-        return Outcome(row["id"], WriteBack.DONE, attempts, None, None)
+        return WriteBackOutcome(row.id, WriteBack.DONE, attempts, None, None)
 
-    def contact_fields(self, row: RowMapping) -> dict[str, Any]:
+    def contact_fields(self, row: WriteBackRecord) -> dict[str, Any]:
         """The PUT body: embedded data, plus the mapped contact fields if configured."""
-        data = json.loads(row["data"]) if row["data"] else {}
-        pool = self.pools.get(row["pool"])
+        data = json.loads(row.data) if row.data else {}
+        pool = self.pools.get(row.pool)
         embedded = dict(pool.embedded_data) if pool is not None else {}
         embedded.update({key: as_text(value) for key, value in data.items() if value is not None})
-        embedded[self.settings.recipient_field] = row["recipient"]
+        embedded[self.settings.recipient_field] = row.recipient
         fields: dict[str, Any] = {"embeddedData": embedded}
         for qualtrics_field, key in self.settings.contact_fields.items():
             if data.get(key) is not None:
                 fields[qualtrics_field] = as_text(data[key])
         return fields
 
-    def retry_later(self, row: RowMapping, attempts: int, error: str) -> Outcome:
+    def retry_later(self, row: WriteBackRecord, attempts: int, error: str) -> WriteBackOutcome:
         if attempts >= self.settings.max_attempts:
             return self.failed(row, attempts, f"gave up after {attempts} attempt(s): {error}")
         due_at = self.clock.now() + backoff(attempts)
         logger.info(
-            "write-back of link %s failed (attempt %d), retry at %s", row["id"], attempts, due_at
+            "write-back of link %s failed (attempt %d), retry at %s", row.id, attempts, due_at
         )
-        return Outcome(row["id"], WriteBack.PENDING, attempts, due_at, error)
+        return WriteBackOutcome(row.id, WriteBack.PENDING, attempts, due_at, error)
 
-    def failed(self, row: RowMapping, attempts: int, error: str) -> Outcome:
-        logger.warning("write-back of link %s failed: %s", row["id"], error)
-        return Outcome(row["id"], WriteBack.FAILED, attempts, None, error)
+    def failed(self, row: WriteBackRecord, attempts: int, error: str) -> WriteBackOutcome:
+        logger.warning("write-back of link %s failed: %s", row.id, error)
+        return WriteBackOutcome(row.id, WriteBack.FAILED, attempts, None, error)
 
 
 def backoff(attempts: int) -> timedelta:
     """The wait after the ``attempts``-th failure: 30 s, 1 min, 2 min, … at most an hour."""
-    return min(BACKOFF_BASE * 2 ** (attempts - 1), BACKOFF_CAP)
+    return min(BACKOFF_BASE * (1 << (attempts - 1)), BACKOFF_CAP)
 
 
 def as_text(value: Any) -> str:
@@ -245,4 +255,13 @@ def as_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-__all__ = ["SyncReport", "Writer", "as_text", "backoff", "sync", "write_back_claim"]
+__all__ = [
+    "SYNC_JOB",
+    "SyncJob",
+    "SyncReport",
+    "Writer",
+    "as_text",
+    "backoff",
+    "sync",
+    "write_back_claim",
+]

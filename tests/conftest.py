@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from linkpool.clock import ManualClock
 from linkpool.config import normalize_database_url
 from linkpool.db import create_engine, upgrade
-from linkpool.models import metadata
-from linkpool.store import Store
+from linkpool.models import ListState, metadata
+from linkpool.store import NewLink, Store
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -67,19 +67,17 @@ def seed_links(
     """Store one ready list of ``count`` available links, as refill would. Returns link ids."""
     name = f"linkpool/{pool}/{uuid.uuid4()}"
     list_id = store.create_list(pool=pool, survey_id=survey_id, name=name, size=count, now=now)
-    mailing_list_id = "CG_" + uuid.uuid4().hex[:15]
     store.update_list(
         list_id,
         now=now,
-        state="ready",
-        mailing_list_id=mailing_list_id,
+        state=ListState.DISTRIBUTED,
+        mailing_list_id="CG_" + uuid.uuid4().hex[:15],
         distribution_id="EMD_" + uuid.uuid4().hex[:15],
         expires_at=expires_at,
-        links_stored=count,
     )
     token = uuid.uuid4().hex[:8]
-    rows = [
-        dict(
+    new_links = [
+        NewLink(
             ext_ref=f"{name}#{n}",
             contact_id=f"CID_{token}{n:07d}",
             contact_lookup_id=f"CGC_{token}{n:07d}",
@@ -88,7 +86,7 @@ def seed_links(
         )
         for n in range(count)
     ]
-    store.insert_links(list_id, pool, rows)
+    assert store.finish_list(list_id, pool, new_links, now=now, shortfall=0)
     with store.read() as connection:
         query = sa.text("SELECT id FROM links WHERE list_id = :list_id ORDER BY id")
         return list(connection.execute(query, {"list_id": list_id}).scalars())

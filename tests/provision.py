@@ -12,7 +12,7 @@ from datetime import timedelta
 from linkpool.clock import Clock
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.store import Store
+from linkpool.store import NewLink, Store
 
 SURVEY_ID = "SV_SimSurvey0001"
 _ORDER = (
@@ -80,15 +80,15 @@ def _store_links(
     client: QualtricsClient, store: Store, clock: Clock, list_id: int, pool: str
 ) -> None:
     row = store.get_list(list_id)
-    rows = [
-        dict(
+    assert row.distribution_id is not None and row.expires_at is not None
+    new_links = [
+        NewLink(
             ext_ref=element["externalDataReference"],
             contact_id=element["contactId"],
             contact_lookup_id="CGC_" + element["link"].split("_CGC_")[-1].split("&")[0],
             url=element["link"],
-            expires_at=row["expires_at"],
+            expires_at=row.expires_at,
         )
-        for element in client.iter_links(row["distribution_id"], row["survey_id"])
+        for element in client.iter_links(row.distribution_id, row.survey_id)
     ]
-    stored = store.insert_links(list_id, pool, rows)
-    store.update_list(list_id, now=clock.now(), state=ListState.READY, links_stored=stored)
+    assert store.finish_list(list_id, pool, new_links, now=clock.now(), shortfall=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from linkpool import (
 )
 from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings
-from linkpool.errors import InvalidClaim, SchemaNotMigrated, UnknownPool
-from linkpool.models import LinkStatus, WriteBack, links
-from linkpool.store import Store
+from linkpool.errors import DuplicateRecord, InvalidClaim, SchemaNotMigrated, UnknownPool
+from linkpool.models import LinkStatus, ListState, WriteBack, links
+from linkpool.store import NewLink, Store
 from tests.conftest import SURVEY_ID, SeedLinks
 
 DAY = timedelta(days=1)
@@ -325,9 +326,9 @@ def test_counts_leave_out_deleted_lists(lp: LinkPool, stock, store: Store, clock
     stock(1, days=30)
     stock(1, days=30)
     kept, gone = store.lists_in_states(["ready"], pool="nps")
-    store.update_list(gone["id"], now=clock.now(), state="deleted")
+    store.update_list(gone.id, now=clock.now(), state="deleted")
 
-    assert lp.counts("nps").lists == (kept["mailing_list_id"],)
+    assert lp.counts("nps").lists == (kept.mailing_list_id,)
 
 
 def test_counts_of_an_unknown_pool(lp: LinkPool) -> None:
@@ -419,7 +420,16 @@ def test_database_errors_never_carry_link_urls(store: Store, clock: ManualClock)
     }
     list_id = store.create_list(pool="p", survey_id=SURVEY_ID, name="n", size=2, now=clock.now())
 
-    with pytest.raises(sa.exc.IntegrityError) as caught:
-        store.insert_links(list_id, "p", [row, {**row, "ext_ref": "linkpool:dup#1"}])
+    store.update_list(list_id, now=clock.now(), state=ListState.DISTRIBUTED)
+    first = NewLink(**row)
+
+    with pytest.raises(DuplicateRecord) as caught:
+        store.finish_list(
+            list_id,
+            "p",
+            [first, replace(first, ext_ref="linkpool:dup#1")],
+            now=clock.now(),
+            shortfall=0,
+        )
 
     assert "EMD_secret" not in str(caught.value)

@@ -343,7 +343,7 @@ def claimed(run, stock, store: Store, clock: ManualClock) -> list[dict]:
     stock(1)
     second = run("claim", "nps", "--recipient", "b", "--data", '{"store": "12"}', "--json")
     _, deleted = store.lists_in_states(["ready"], pool="nps")
-    store.update_list(deleted["id"], now=clock.now(), state="deleted")
+    store.update_list(deleted.id, now=clock.now(), state="deleted")
     stock(2, pool="low")
     run("claim", "low", "--recipient", "elsewhere")
     return [first, json.loads(second.stdout)]

@@ -74,12 +74,12 @@ def test_gc_deletes_exactly_the_expired_lists(sim, client, store, clock, setting
     report = collect(settings, client, store, clock)
 
     gone, kept = store.get_list(expiring), store.get_list(lasting)
-    assert (gone["state"], kept["state"]) == (ListState.DELETED, ListState.READY)
-    assert gone["deleted_at"] == clock.now()
-    assert gone["mailing_list_id"] not in sim.mailing_lists()
-    assert gone["distribution_id"] not in sim.distributions()
-    assert kept["mailing_list_id"] in sim.mailing_lists()
-    assert kept["distribution_id"] in sim.distributions()
+    assert (gone.state, kept.state) == (ListState.DELETED, ListState.READY)
+    assert gone.deleted_at == clock.now()
+    assert gone.mailing_list_id not in sim.mailing_lists()
+    assert gone.distribution_id not in sim.distributions()
+    assert kept.mailing_list_id in sim.mailing_lists()
+    assert kept.distribution_id in sim.distributions()
     statuses = sorted(row["status"] for row in link_rows(store, expiring))
     assert statuses == [LinkStatus.CLAIMED, LinkStatus.VOID, LinkStatus.VOID]
     assert report.lists_deleted == 1 and report.errors == []
@@ -104,7 +104,7 @@ def test_a_stop_request_ends_gc_between_lists(client, store, clock, settings, mo
     report = collect(settings, client, store, clock, stop=stop)
 
     assert report.lists_deleted == 1
-    states = {store.get_list(first)["state"], store.get_list(second)["state"]}
+    states = {store.get_list(first).state, store.get_list(second).state}
     assert states == {ListState.DELETED, ListState.READY}
     assert collect(settings, client, store, clock).lists_deleted == 1
 
@@ -116,7 +116,7 @@ def test_gc_waits_out_the_grace(client, store, clock, settings):
     report = collect(settings, client, store, clock)
 
     assert report.lists_deleted == 0
-    assert store.get_list(list_id)["state"] == ListState.READY
+    assert store.get_list(list_id).state == ListState.READY
 
 
 def test_export_still_lists_claims_of_deleted_lists(client, store, clock, settings, linkpool):
@@ -126,10 +126,10 @@ def test_export_still_lists_claims_of_deleted_lists(client, store, clock, settin
 
     collect(settings, client, store, clock)
 
-    assert store.get_list(list_id)["state"] == ListState.DELETED
+    assert store.get_list(list_id).state == ListState.DELETED
     claims = list(store.iter_claims("nps"))
-    assert [(row["link_id"], row["recipient"]) for row in claims] == [(claim.link_id, "ann")]
-    assert claims[0]["mailing_list_id"] == store.get_list(list_id)["mailing_list_id"]
+    assert [(row.link_id, row.recipient) for row in claims] == [(claim.link_id, "ann")]
+    assert claims[0].mailing_list_id == store.get_list(list_id).mailing_list_id
 
 
 def test_gc_never_deletes_a_list_holding_an_unexpired_claim(
@@ -148,9 +148,9 @@ def test_gc_never_deletes_a_list_holding_an_unexpired_claim(
 
     report = collect(settings, client, store, clock)
 
-    assert store.get_list(list_id)["state"] == ListState.READY
+    assert store.get_list(list_id).state == ListState.READY
     assert report.lists_deleted == 0
-    assert store.get_list(list_id)["mailing_list_id"] in sim.mailing_lists()
+    assert store.get_list(list_id).mailing_list_id in sim.mailing_lists()
 
 
 def test_gc_refuses_when_a_claim_appears_before_the_delete(
@@ -182,8 +182,8 @@ def test_gc_refuses_when_a_claim_appears_before_the_delete(
     assert report.lists_deleted == 0
     assert "refused to delete" in report.errors[0]
     row = store.get_list(list_id)
-    assert row["mailing_list_id"] in sim.mailing_lists()
-    assert row["distribution_id"] in sim.distributions()
+    assert row.mailing_list_id in sim.mailing_lists()
+    assert row.distribution_id in sim.distributions()
     assert sim.open_link(claim.url).ok
 
 
@@ -195,7 +195,7 @@ def test_gc_voids_links_that_can_no_longer_be_claimed(sim, client, store, clock,
 
     assert report.links_voided == 3 and report.lists_deleted == 0
     assert {row["status"] for row in link_rows(store, list_id)} == {LinkStatus.VOID}
-    assert store.get_list(list_id)["mailing_list_id"] in sim.mailing_lists()
+    assert store.get_list(list_id).mailing_list_id in sim.mailing_lists()
 
 
 def test_gc_deletes_what_provisioning_left_behind(sim, client, store, clock, settings):
@@ -206,11 +206,11 @@ def test_gc_deletes_what_provisioning_left_behind(sim, client, store, clock, set
 
     report = collect(settings, client, store, clock)
 
-    assert store.get_list(failed)["state"] == ListState.DELETED
-    assert store.get_list(stuck)["state"] == ListState.DELETED
-    assert store.get_list(fresh)["state"] == ListState.LIST_CREATED
+    assert store.get_list(failed).state == ListState.DELETED
+    assert store.get_list(stuck).state == ListState.DELETED
+    assert store.get_list(fresh).state == ListState.LIST_CREATED
     assert {action.reason for action in report.lists} == {"failed", "stale"}
-    assert set(sim.mailing_lists()) == {store.get_list(fresh)["mailing_list_id"]}
+    assert set(sim.mailing_lists()) == {store.get_list(fresh).mailing_list_id}
     assert sim.distributions() == {}
 
 
@@ -221,11 +221,11 @@ def test_gc_leaves_a_pool_alone_while_its_refill_runs(client, store, clock, sett
     assert refill.acquire()
 
     collect(settings, client, store, clock)
-    assert store.get_list(stuck)["state"] == ListState.LIST_CREATED
+    assert store.get_list(stuck).state == ListState.LIST_CREATED
 
     refill.release()
     collect(settings, client, store, clock)
-    assert store.get_list(stuck)["state"] == ListState.DELETED
+    assert store.get_list(stuck).state == ListState.DELETED
 
 
 def test_gc_finds_what_lost_answers_left_unrecorded(sim, client, store, clock, settings):
@@ -247,14 +247,14 @@ def test_gc_finds_what_lost_answers_left_unrecorded(sim, client, store, clock, s
 def test_a_delete_answering_404_counts_as_done(sim, client, store, clock, settings):
     list_id = provision_list(client, store, clock, ttl=timedelta(days=3))
     row = store.get_list(list_id)
-    client.delete_distribution(row["distribution_id"])
-    client.delete_mailing_list(row["mailing_list_id"])
+    client.delete_distribution(row.distribution_id)
+    client.delete_mailing_list(row.mailing_list_id)
     clock.advance(timedelta(days=4))
 
     report = collect(settings, client, store, clock)
 
     assert report.errors == [] and report.lists_deleted == 1
-    assert store.get_list(list_id)["state"] == ListState.DELETED
+    assert store.get_list(list_id).state == ListState.DELETED
 
 
 def test_a_killed_gc_resumes_where_it_stopped(sim, client, store, clock, settings, monkeypatch):
@@ -267,7 +267,7 @@ def test_a_killed_gc_resumes_where_it_stopped(sim, client, store, clock, setting
     monkeypatch.setattr(client, "delete_mailing_list", killed)
     with pytest.raises(KeyboardInterrupt):
         collect(settings, client, store, clock)
-    assert store.get_list(list_id)["state"] == ListState.DISTRIBUTION_DELETED
+    assert store.get_list(list_id).state == ListState.DISTRIBUTION_DELETED
     monkeypatch.undo()
     clock.advance(timedelta(minutes=11))  # the killed run's lease lapses
 
@@ -275,8 +275,8 @@ def test_a_killed_gc_resumes_where_it_stopped(sim, client, store, clock, setting
 
     assert [action.reason for action in report.lists] == ["resumed"]
     assert report.api_calls == {DELETE_LIST: 1}  # the distribution is not deleted twice
-    assert store.get_list(list_id)["state"] == ListState.DELETED
-    assert store.get_list(list_id)["mailing_list_id"] not in sim.mailing_lists()
+    assert store.get_list(list_id).state == ListState.DELETED
+    assert store.get_list(list_id).mailing_list_id not in sim.mailing_lists()
 
 
 class LosesFirstDeleteAnswer(httpx.BaseTransport):
@@ -306,7 +306,7 @@ def test_a_lost_delete_answer_is_retried_and_the_404_accepted(sim, store, clock,
     assert transport.lost
     assert report.errors == [] and report.lists_deleted == 1
     assert report.api_calls[DELETE_DISTRIBUTION] == 2
-    assert store.get_list(list_id)["state"] == ListState.DELETED
+    assert store.get_list(list_id).state == ListState.DELETED
 
 
 def test_qualtrics_failures_are_reported_and_retried_next_run(sim, store, clock, settings):
@@ -318,8 +318,8 @@ def test_qualtrics_failures_are_reported_and_retried_next_run(sim, store, clock,
     with sim.client(max_retries=0) as client:
         failing = collect(settings, client, store, clock)
     assert failing.lists_deleted == 0 and len(failing.errors) == 1
-    assert store.get_list(list_id)["state"] == ListState.REAPING
-    assert store.get_list(list_id)["last_error"]
+    assert store.get_list(list_id).state == ListState.REAPING
+    assert store.get_list(list_id).last_error
 
     sim.faults.error_rate = 0.0
     with sim.client() as client:
@@ -340,7 +340,7 @@ def test_dry_run_touches_nothing(sim, client, store, clock, settings):
     assert report.lists_deleted == 0 and report.api_calls == {}
     assert sim.mailing_lists() == lists_before
     assert link_rows(store, expiring) == links_before
-    assert store.get_list(expiring)["state"] == ListState.READY
+    assert store.get_list(expiring).state == ListState.READY
 
 
 def test_purge_contacts_removes_the_placeholders(sim, client, store, clock, settings):
@@ -408,7 +408,7 @@ def test_orphans_are_our_lists_the_database_does_not_know(sim, client, store, cl
     report = delete_orphans(client, store, clock, orphans)
     assert report.deleted == 1
     remaining = set(sim.mailing_lists())
-    assert remaining == {store.get_list(known)["mailing_list_id"], foreign_id}
+    assert remaining == {store.get_list(known).mailing_list_id, foreign_id}
 
 
 @pytest.fixture
@@ -480,7 +480,7 @@ def test_gc_finds_a_list_whose_create_answer_was_lost_by_its_own_prefix(
 
     assert (report.lists_deleted, report.errors) == (1, [])
     assert mailing_list_id not in sim.mailing_lists()
-    assert store.get_list(list_id)["state"] == ListState.DELETED
+    assert store.get_list(list_id).state == ListState.DELETED
 
 
 def test_two_gcs_do_not_run_at_once(client, store, clock, settings):
@@ -513,7 +513,7 @@ def test_cli_gc_json_reports_what_it_did(cli, client, store, clock):
     dry = cli("gc", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.output)["lists"][0]["list_id"] == list_id
-    assert store.get_list(list_id)["state"] == ListState.READY
+    assert store.get_list(list_id).state == ListState.READY
 
     result = cli("gc", "--json")
     assert result.exit_code == 0, result.output

@@ -420,7 +420,7 @@ def test_a_rate_limit_midway_through_a_split_import_does_not_import_afresh(
     """Once one part of an import went in, a 429 on the next part must not send the list
     back to ``list_created`` (the next run would import every contact again on top)."""
     monkeypatch.setattr(
-        "linkpool.refill.import_batches", lambda contacts: [contacts[:2], contacts[2:]]
+        "linkpool.refill.machine.import_batches", lambda contacts: [contacts[:2], contacts[2:]]
     )
     real_start_import = client.start_import
     started: list[int] = []

@@ -4,33 +4,47 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from linkpool.clock import ManualClock
-from linkpool.config import (
-    PoolSettings,
-    QualtricsSettings,
-    Settings,
-)
+from linkpool.config import PoolSettings, QualtricsSettings, Settings
 from linkpool.errors import LeaseHeld, QualtricsError
-from linkpool.refill import PoolReport, RefillReport
-from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, default_jobs, summarize
+from linkpool.job import JobContext, JobReport
+from linkpool.jobs import JOBS
 from linkpool.simulator import Simulator
+from linkpool.refill import PoolReport, RefillReport
+from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, summarize
 from linkpool.store import Store
+from linkpool.sync import SyncReport
 
 TTL = timedelta(seconds=60)
 SETTINGS = Settings()
 
 
-def daemon(store: Store, clock: ManualClock, runs: list[str], name: str = "a") -> Daemon:
-    def job(job_name: str) -> Callable[[], None]:
-        return lambda: runs.append(f"{name}:{job_name}")
+@dataclass(frozen=True)
+class FakeJob:
+    """A job that runs ``work`` (a test double of the Job shape)."""
 
-    jobs = {job_name: job(job_name) for job_name in ("refill", "gc", "sync")}
+    name: str
+    work: Callable[[], JobReport | None]
+    lock: str = "fake"
+    default_interval: timedelta = timedelta(minutes=1)
+
+    def run(self, context: JobContext, stop: threading.Event) -> JobReport:
+        return self.work() or SyncReport()
+
+
+def daemon(store: Store, clock: ManualClock, runs: list[str], name: str = "a") -> Daemon:
+    def job(job_name: str) -> FakeJob:
+        return FakeJob(job_name, lambda: runs.append(f"{name}:{job_name}"))  # type: ignore[func-returns-value]
+
+    jobs = [job(job_name) for job_name in ("refill", "gc", "sync")]
     return Daemon(SETTINGS, None, store, clock, jobs=jobs, leader_ttl=TTL, holder=name)
 
 
@@ -102,7 +116,7 @@ def test_job_failures_are_logged_and_do_not_escape(
         None,
         store,
         clock,
-        jobs={"refill": failing, "gc": buggy, "sync": busy},
+        jobs=[FakeJob("refill", failing), FakeJob("gc", buggy), FakeJob("sync", busy)],
         leader_ttl=TTL,
     )
     caplog.set_level(logging.INFO, logger="linkpool.scheduler")
@@ -121,11 +135,10 @@ def test_job_failures_are_logged_and_do_not_escape(
 def test_each_run_logs_one_line_with_its_figures(
     store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class Report:
-        def to_dict(self) -> dict[str, Any]:
-            return {"written": 3, "retrying": 1, "failed": 0, "api_calls": {"PUT x": 4}}
+    def report() -> SyncReport:
+        return SyncReport(written=3, retrying=1, failed=0, api_calls=Counter({"PUT x": 4}))
 
-    instance = Daemon(SETTINGS, None, store, clock, jobs={"sync": Report}, leader_ttl=TTL)
+    instance = Daemon(SETTINGS, None, store, clock, jobs=[FakeJob("sync", report)], leader_ttl=TTL)
     caplog.set_level(logging.INFO, logger="linkpool.scheduler")
 
     outcome = instance.run_job("sync")
@@ -144,7 +157,7 @@ def test_refill_summary_adds_up_the_pools() -> None:
         ]
     )
 
-    summary, failed = summarize("refill", report)
+    summary, failed = summarize(report)
 
     assert failed
     assert summary.startswith("3 pool(s), 2 list(s) ready, 8 link(s) added, shortfall 1")
@@ -202,7 +215,8 @@ def test_every_default_job_gets_the_daemons_stop_request(
     stop = threading.Event()
 
     with Simulator(clock=clock).client() as client:
-        for run in default_jobs(SETTINGS, client, store, clock, stop).values():
-            run()
+        context = JobContext(settings=SETTINGS, client=client, store=store, clock=clock)
+        for job in JOBS:
+            job.run(context, stop)
 
     assert stops == {"refill": stop, "collect": stop, "sync": stop}

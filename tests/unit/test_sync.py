@@ -199,7 +199,7 @@ def test_claims_of_deleted_lists_fail_with_a_clear_error(
     row = writeback_of(store, claim.link_id)
     assert row["writeback"] == WriteBack.FAILED
     assert "deleted by gc" in row["writeback_error"]
-    assert [c["link_id"] for c in store.iter_claims("nps")] == [claim.link_id]
+    assert [c.link_id for c in store.iter_claims("nps")] == [claim.link_id]
 
 
 def test_sync_works_through_many_batches(sim, client, store, clock, settings, linkpool):

@@ -1,0 +1,150 @@
+"""Refill: keep every pool stocked with ready personal links, surviving a crash at any point.
+
+For each pool, under the lease ``refill:<pool>`` (so one process at a time works on a pool):
+
+1. finish or abandon the lists an earlier run left unfinished;
+2. if fewer than ``low_water`` links are claimable, provision
+   ``ceil((target_available - claimable) / list_size)`` new lists, concurrently.
+
+A list moves planned → list_created → importing → imported → distributed → ready. Its row is
+written before and after every API call, so a run that dies anywhere leaves a row saying what may
+exist on Qualtrics, and the next run picks up from there:
+
+- ``planned``: the list is looked up by its unique name, and created only if it is not there;
+- ``list_created``: the contacts are imported;
+- ``importing``: the import is awaited by its stored id. Without an id (the POST's answer was
+  lost) or midway through an import of several parts, the list is abandoned;
+- ``imported``: the distribution is looked up by its description (the list's name), and created
+  only if it is not there;
+- ``distributed``: the links are read again.
+
+A POST whose answer was lost (``OutcomeUnknown``) is resolved by the same lookup, never by posting
+again. A list that cannot be completed (Qualtrics refused a step, or the lookup found nothing) is
+*abandoned*: its distribution and mailing list are deleted on Qualtrics and it is marked failed
+(gc retries a deletion that failed). Transient failures (rate limits and 5xx beyond the client's
+retries, a lost lease, a crash) leave the list as it is, for the next run to resume.
+
+A list's links become claimable only when the whole list is complete (``Store.finish_list``), so
+abandoning an unfinished list never breaks a link that was handed out.
+
+The package, one concern a module: ``naming`` (list names, slot keys, the lease; gc reads them),
+``requests`` (the bodies sent), ``estimate`` (the low-water rule and the dry run), ``reports``,
+``failures`` and ``machine`` (the state machine). This module runs them and is the job.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from linkpool.clock import Clock
+from linkpool.config import PoolSettings, Settings
+from linkpool.errors import UnknownPool
+from linkpool.job import JobContext
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.refill.estimate import dry_run as dry_run_pool
+from linkpool.refill.estimate import estimate_calls, lists_needed
+from linkpool.refill.machine import (
+    LINKS_WAIT,
+    PoolRefill,
+    Progress,
+    ProgressTotals,
+    RefillRun,
+)
+from linkpool.refill.naming import list_name_prefix, new_list_name, refill_lease_name, slot_key
+from linkpool.refill.reports import PoolReport, RefillReport
+from linkpool.refill.requests import (
+    MAX_IMPORT_BYTES,
+    MAX_IMPORT_CONTACTS,
+    import_batches,
+    placeholder_contacts,
+)
+from linkpool.store import Store
+
+
+def refill(
+    settings: Settings,
+    client: QualtricsClient | None,
+    store: Store,
+    clock: Clock,
+    pool: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    *,
+    links_wait: timedelta = LINKS_WAIT,
+    stop: threading.Event | None = None,
+) -> RefillReport:
+    """Refill every configured pool (or only ``pool``); see the module docstring.
+
+    Never raises for one pool's failure: each pool's errors are in its report, and
+    ``RefillReport.exit_code`` is 1 when any pool failed. ``dry_run`` reads the database only
+    and calls nothing (``client`` may then be None). Once ``stop`` is set, lists stop between
+    two steps (the next run resumes them) and no new list is started.
+    """
+    pools = _selected_pools(settings, pool)
+    started = clock.monotonic()
+    if dry_run:
+        reports = [dry_run_pool(store, clock, settings) for settings in pools]
+        return RefillReport(reports, dry_run=True, duration_s=clock.monotonic() - started)
+    if client is None:
+        raise ValueError("refill needs a Qualtrics client unless dry_run is set")
+    qualtrics = settings.require_qualtrics()
+    run = RefillRun(
+        client=client,
+        store=store,
+        clock=clock,
+        progress=ProgressTotals(progress),
+        workers=qualtrics.max_concurrency,
+        list_prefix=qualtrics.list_prefix,
+        links_wait=links_wait,
+        stop=stop or threading.Event(),
+    )
+    with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="refill") as executor:
+        futures = [executor.submit(PoolRefill(run, settings).run) for settings in pools]
+        reports = [future.result() for future in futures]
+    return RefillReport(reports, duration_s=clock.monotonic() - started)
+
+
+def _selected_pools(settings: Settings, name: str | None) -> list[PoolSettings]:
+    if name is None:
+        return list(settings.pools.values())
+    if name not in settings.pools:
+        raise UnknownPool(name, list(settings.pools))
+    return [settings.pools[name]]
+
+
+class RefillJob:
+    """``refill`` as a scheduled job: every pool, each under its own lease."""
+
+    name = "refill"
+    lock = refill_lease_name("<pool>")
+    default_interval = timedelta(minutes=5)
+
+    def run(self, context: JobContext, stop: threading.Event) -> RefillReport:
+        return refill(
+            context.settings, context.require_client(), context.store, context.clock, stop=stop
+        )
+
+
+REFILL_JOB = RefillJob()
+
+__all__ = [
+    "LINKS_WAIT",
+    "MAX_IMPORT_BYTES",
+    "MAX_IMPORT_CONTACTS",
+    "REFILL_JOB",
+    "PoolReport",
+    "Progress",
+    "RefillJob",
+    "RefillReport",
+    "estimate_calls",
+    "import_batches",
+    "list_name_prefix",
+    "lists_needed",
+    "new_list_name",
+    "placeholder_contacts",
+    "refill",
+    "refill_lease_name",
+    "slot_key",
+]

@@ -1,0 +1,23 @@
+"""How a step of provisioning ends when it does not succeed (internal to refill)."""
+
+from __future__ import annotations
+
+from linkpool.errors import BadRequest, LinkPoolError, NotFound
+
+
+class CannotComplete(LinkPoolError):
+    """A list cannot be completed: abandon it."""
+
+
+class Stopped(LinkPoolError):
+    """Refill was asked to stop (shutdown): the next run resumes this list."""
+
+
+class ListTaken(LinkPoolError):
+    """The list left the state this run expected (another job took it): leave it alone."""
+
+
+PERMANENT = (BadRequest, NotFound, CannotComplete)
+"""Errors after which a list is abandoned; any other error leaves it for the next run."""
+
+__all__: list[str] = []  # internal to linkpool.refill

@@ -1,0 +1,510 @@
+"""The provisioning state machine: one pool's refill, list by list, step by step.
+
+See ``linkpool.refill`` for the states and how a crash at any point is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from linkpool.clock import Clock, utc
+from linkpool.config import PoolSettings
+from linkpool.errors import (
+    BadRequest,
+    LinkPoolError,
+    NotFound,
+    OutcomeUnknown,
+    QualtricsError,
+    RateLimited,
+)
+from linkpool.lease import Lease
+from linkpool.models import ListState
+from linkpool.qualtrics.client import QualtricsClient
+from linkpool.refill.estimate import lists_needed
+from linkpool.refill.failures import PERMANENT, CannotComplete, ListTaken, Stopped
+from linkpool.refill.naming import new_list_name, refill_lease_name, slot_key
+from linkpool.refill.reports import PoolReport
+from linkpool.refill.requests import import_batches, placeholder_contacts
+from linkpool.store import ListRecord, NewLink, Store
+
+logger = logging.getLogger("linkpool.refill")
+
+LEASE_TTL = timedelta(minutes=15)
+"""Outlasts the longest step between two renewals: waiting for an import (``IMPORT_TIMEOUT``)."""
+IMPORT_TIMEOUT = 600.0
+LINKS_WAIT = timedelta(minutes=5)
+"""How long to keep re-reading a links listing that has fewer links than the list has contacts."""
+LINKS_FIRST_DELAY = 1.0
+LINKS_MAX_DELAY = 30.0
+MAX_ROUNDS = 3
+"""Rounds of planning per run: lists abandoned in one round (a lost answer) are replaced in the
+next, while the pool is below ``low_water``."""
+
+Progress = Callable[[int, int], None]
+"""Called with (links done, links planned) across all pools as a refill advances."""
+
+_LOOKUP_ID = re.compile(r"(CGC_[A-Za-z0-9]+)")
+
+
+class ProgressTotals:
+    """Sums progress across the pools' threads for one callback."""
+
+    def __init__(self, callback: Progress | None) -> None:
+        self.callback = callback
+        self.done = 0
+        self.planned = 0
+        self._lock = threading.Lock()
+
+    def add(self, *, planned: int = 0, done: int = 0) -> None:
+        if self.callback is None:
+            return
+        with self._lock:
+            self.planned += planned
+            self.done += done
+            figures = (self.done, self.planned)
+        self.callback(*figures)
+
+
+@dataclass
+class RefillRun:
+    """What every pool's refill in one run shares."""
+
+    client: QualtricsClient
+    store: Store
+    clock: Clock
+    progress: ProgressTotals
+    workers: int
+    list_prefix: str
+    links_wait: timedelta
+    stop: threading.Event
+
+
+class PoolRefill:
+    """One pool's refill: resume what is unfinished, then provision what is missing."""
+
+    def __init__(self, run: RefillRun, pool: PoolSettings) -> None:
+        self.ctx = run
+        self.pool = pool
+        self.client = run.client
+        self.store = run.store
+        self.clock = run.clock
+        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock, ttl=LEASE_TTL)
+        self.report = PoolReport(pool.name)
+        self.expected_links: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def run(self) -> PoolReport:
+        started = self.clock.monotonic()
+        with self.client.tally(self.report.api_calls):
+            try:
+                self.report.claimable_before = self._claimable()
+                if self.lease.acquire():
+                    try:
+                        self._refill()
+                    finally:
+                        self.lease.release()
+                else:
+                    self.report.skipped = "already running"
+                self.report.claimable_after = self._claimable()
+            except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
+                self._error(exc)
+        self.report.duration_s = self.clock.monotonic() - started
+        self._log()
+        return self.report
+
+    def _refill(self) -> None:
+        unfinished = self.store.lists_in_states(ListState.PROVISIONING, self.pool.name)
+        if unfinished:
+            self.report.lists_resumed = len(unfinished)
+            self._resume(unfinished)
+        for _ in range(MAX_ROUNDS):
+            if self.report.errors or self.ctx.stop.is_set():
+                return  # do not pile new lists onto a pool that is failing
+            count = lists_needed(self.pool, self._claimable())
+            if not count:
+                return
+            with self._lock:
+                self.report.lists_planned += count
+                self.report.links_planned += count * self.pool.list_size
+            self._provision_all([self._plan_list() for _ in range(count)])
+        if lists_needed(self.pool, self._claimable()):
+            self._error(
+                CannotComplete(
+                    f"{self.report.lists_failed} list(s) could not be completed and the pool "
+                    f"is still below low_water after {MAX_ROUNDS} rounds"
+                )
+            )
+
+    def _claimable(self) -> int:
+        return self.store.counts(
+            self.pool.name, self.clock.now(), self.pool.min_remaining
+        ).claimable
+
+    def _plan_list(self) -> int:
+        """The list's row, with its name, before anything is asked of Qualtrics."""
+        return self.store.create_list(
+            pool=self.pool.name,
+            survey_id=self.pool.survey_id,
+            name=new_list_name(self.ctx.list_prefix, self.pool.name),
+            size=self.pool.list_size,
+            now=self.clock.now(),
+        )
+
+    # --- resuming ---
+
+    def _resume(self, unfinished: list[ListRecord]) -> None:
+        """Settle the lists whose last POST may have taken effect, then drive them all on."""
+        planned = [row for row in unfinished if row.state == ListState.PLANNED]
+        if planned:
+            found = self._find_mailing_lists({row.name for row in planned})
+            for row in planned:
+                if row.name in found:
+                    self._advance(row, ListState.LIST_CREATED, mailing_list_id=found[row.name])
+        imported = [row for row in unfinished if row.state == ListState.IMPORTED]
+        for survey_id in sorted({row.survey_id for row in imported}):
+            rows = [row for row in imported if row.survey_id == survey_id]
+            found = self._find_distributions(survey_id, {row.name for row in rows})
+            for row in rows:
+                if row.name in found:
+                    self._advance(row, ListState.DISTRIBUTED, distribution_id=found[row.name])
+        self._provision_all([row.id for row in unfinished])
+
+    def _find_mailing_lists(self, names: set[str]) -> dict[str, str]:
+        """name → mailing list id, for those of ``names`` that exist in the directory."""
+        found: dict[str, str] = {}
+        for element in self.client.iter_mailing_lists():
+            if element.get("name") in names:
+                found[element["name"]] = element["mailingListId"]
+                if len(found) == len(names):
+                    break
+        return found
+
+    def _find_distributions(self, survey_id: str, descriptions: set[str]) -> dict[str, str]:
+        """description → distribution id, for those of ``descriptions`` that exist."""
+        found: dict[str, str] = {}
+        for element in self.client.iter_distributions(survey_id):
+            if element.get("description") in descriptions:
+                found[element["description"]] = element["id"]
+                if len(found) == len(descriptions):
+                    break
+        return found
+
+    # --- provisioning ---
+
+    def _provision_all(self, list_ids: list[int]) -> None:
+        sizes = [self.store.get_list(list_id).size for list_id in list_ids]
+        self.ctx.progress.add(planned=sum(sizes))
+        # Twice the client's concurrency: while some lists wait for their import (sleeping, not
+        # holding a request slot), others use the slots. The client still caps requests in
+        # flight at max_concurrency.
+        workers = min(2 * self.ctx.workers, len(list_ids))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refill-list") as pool:
+            list(pool.map(self._provision_one, list_ids, sizes))
+
+    def _provision_one(self, list_id: int, size: int) -> None:
+        with self.client.tally(self.report.api_calls):  # a worker thread: its calls count too
+            try:
+                self._provision(list_id)
+            except ListTaken:
+                logger.warning(
+                    "refill %s: list %d was taken by another job", self.pool.name, list_id
+                )
+            except Stopped:
+                logger.info("refill %s: list %d left for the next run", self.pool.name, list_id)
+            except PERMANENT as exc:
+                self._abandon(list_id, exc)
+            except Exception as exc:  # noqa: BLE001 - reported; the list is resumed next run
+                self._error(exc, list_id)
+            finally:
+                self.ctx.progress.add(done=size)
+
+    def _provision(self, list_id: int) -> None:
+        steps: dict[str, Callable[[ListRecord], None]] = {
+            ListState.PLANNED: self._create_list,
+            ListState.LIST_CREATED: self._import_contacts,
+            ListState.IMPORTING: self._resume_import,
+            ListState.IMPORTED: self._distribute,
+            ListState.DISTRIBUTED: self._store_links,
+        }
+        row = self.store.get_list(list_id)
+        while row.state in steps:
+            self._between_steps()
+            steps[row.state](row)
+            row = self.store.get_list(list_id)
+
+    def _create_list(self, row: ListRecord) -> None:
+        try:
+            mailing_list_id = self.client.create_mailing_list(row.name)
+        except OutcomeUnknown:
+            found = self._find_mailing_lists({row.name})
+            if row.name not in found:
+                raise CannotComplete(
+                    "creating the mailing list got no answer and no list of its name exists"
+                ) from None
+            mailing_list_id = found[row.name]
+        with self._lock:
+            self.report.lists_created += 1
+        self._advance(row, ListState.LIST_CREATED, mailing_list_id=mailing_list_id)
+
+    def _import_contacts(self, row: ListRecord) -> None:
+        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
+        self._advance(row, ListState.IMPORTING, import_id=None)
+        row = self.store.get_list(row.id)
+        refused = 0
+        for batch in import_batches(contacts):
+            self._between_steps()
+            try:
+                job = self.client.start_import(_known(row.mailing_list_id), batch)
+            except OutcomeUnknown:
+                raise CannotComplete(
+                    "an import got no answer, and an import cannot be found without its id"
+                ) from None
+            except RateLimited:
+                if row.import_id is None:
+                    # Refused before anything was imported: the next run imports afresh
+                    # instead of abandoning the list.
+                    self._advance(row, ListState.LIST_CREATED)
+                raise
+            self._advance(row, ListState.IMPORTING, import_id=job.id)
+            row = self.store.get_list(row.id)  # its import_id now says a part went in
+            status = self.client.wait_for_import(
+                _known(row.mailing_list_id), job.id, timeout=IMPORT_TIMEOUT
+            )
+            refused += len(job.unprocessed) + status.failed
+        self.expected_links[row.id] = row.size - refused
+        self._advance(row, ListState.IMPORTED)
+
+    def _resume_import(self, row: ListRecord) -> None:
+        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
+        if row.import_id is None:
+            raise CannotComplete("an import was interrupted before its id was recorded")
+        if len(import_batches(contacts)) > 1:
+            raise CannotComplete("an import of several parts was interrupted")
+        status = self.client.wait_for_import(
+            _known(row.mailing_list_id), row.import_id, timeout=IMPORT_TIMEOUT
+        )
+        self.expected_links[row.id] = row.size - status.failed - len(status.unprocessed)
+        self._advance(row, ListState.IMPORTED)
+
+    def _distribute(self, row: ListRecord) -> None:
+        expires_at = (self.clock.now() + self.pool.link_ttl).replace(microsecond=0)
+        self._advance(row, ListState.IMPORTED, expires_at=expires_at)
+        try:
+            distribution_id = self.client.create_link_distribution(
+                survey_id=row.survey_id,
+                mailing_list_id=_known(row.mailing_list_id),
+                description=row.name,
+                expires_at=expires_at,
+            )
+        except (BadRequest, NotFound) as exc:
+            raise _survey_refused(exc, row.survey_id) from None
+        except OutcomeUnknown:
+            found = self._find_distributions(row.survey_id, {row.name})
+            if row.name not in found:
+                raise CannotComplete(
+                    "creating the distribution got no answer and none of its description exists"
+                ) from None
+            distribution_id = found[row.name]
+        self._advance(row, ListState.DISTRIBUTED, distribution_id=distribution_id)
+
+    def _store_links(self, row: ListRecord) -> None:
+        """Read the links until every contact has one or ``links_wait`` is over; then store
+        them and mark the list ready, in one transaction."""
+        slots = {slot_key(row.name, index) for index in range(row.size)}
+        expected = self.expected_links.get(row.id, row.size)
+        deadline = self.clock.monotonic() + self.ctx.links_wait.total_seconds()
+        delay = LINKS_FIRST_DELAY
+        while True:
+            links, skipped = self._read_links(row, slots)
+            remaining = deadline - self.clock.monotonic()
+            if len(links) + skipped >= expected or remaining <= 0:
+                break
+            logger.info(
+                "refill %s: list %d has %d of %d links so far; reading again in %.0fs",
+                self.pool.name,
+                row.id,
+                len(links) + skipped,
+                expected,
+                min(delay, remaining),
+            )
+            self.clock.sleep(min(delay, remaining))
+            delay = min(delay * 2, LINKS_MAX_DELAY)
+            self._between_steps()
+        shortfall = row.size - len(links)
+        if not self.store.finish_list(
+            row.id, self.pool.name, links, now=self.clock.now(), shortfall=shortfall
+        ):
+            raise ListTaken()
+        if shortfall:
+            logger.warning(
+                "refill %s: list %d stored with %d of %d links (%d skipped for contact frequency)",
+                self.pool.name,
+                row.id,
+                len(links),
+                row.size,
+                skipped,
+            )
+        with self._lock:
+            self.report.lists_ready += 1
+            self.report.links_added += len(links)
+            self.report.shortfall += shortfall
+
+    def _read_links(self, row: ListRecord, slots: set[str]) -> tuple[list[NewLink], int]:
+        """The usable links of a list's slots, and how many were skipped for contact frequency."""
+        links: list[NewLink] = []
+        seen: set[str] = set()
+        skipped = 0
+        for element in self.client.iter_links(_known(row.distribution_id), row.survey_id):
+            slot = element.get("externalDataReference")
+            if slot not in slots or slot in seen:
+                continue
+            seen.add(slot)
+            if element.get("exceededContactFrequency"):
+                skipped += 1
+                continue
+            url, contact_id = element.get("link"), element.get("contactId")
+            if not url or not contact_id:
+                continue
+            lookup = _LOOKUP_ID.search(url)
+            expires_at = _parse_time(element.get("linkExpiration")) or row.expires_at
+            if expires_at is None:
+                continue  # a distributed list always has its expiry; a link without one is unusable
+            links.append(
+                NewLink(
+                    ext_ref=slot,
+                    contact_id=contact_id,
+                    contact_lookup_id=lookup.group(1) if lookup else None,
+                    url=url,
+                    expires_at=expires_at,
+                )
+            )
+        return links, skipped
+
+    # --- failure ---
+
+    def _abandon(self, list_id: int, error: Exception) -> None:
+        """Delete what the list made on Qualtrics and mark it failed (gc retries a deletion
+        that fails here)."""
+        row = self.store.get_list(list_id)
+        deleted = self._delete_on_qualtrics(row)
+        now = self.clock.now()
+        self.store.advance_list(
+            list_id,
+            expected_state=row.state,
+            now=now,
+            state=ListState.FAILED,
+            last_error=str(error),
+            deleted_at=now if deleted else None,
+        )
+        with self._lock:
+            self.report.lists_failed += 1
+        if isinstance(error, CannotComplete):
+            # a lost answer, now settled: the list is replaced, the run has not failed
+            logger.warning("refill %s: list %d abandoned: %s", self.pool.name, list_id, error)
+        else:
+            self._error(error, list_id)
+
+    def _delete_on_qualtrics(self, row: ListRecord) -> bool:
+        deletions = (
+            (self.client.delete_distribution, row.distribution_id),
+            (self.client.delete_mailing_list, row.mailing_list_id),
+        )
+        deleted = True
+        for delete, qualtrics_id in deletions:
+            if qualtrics_id is None:
+                continue
+            try:
+                delete(qualtrics_id)
+            except NotFound:
+                pass  # already gone
+            except QualtricsError as exc:
+                deleted = False
+                logger.warning("refill %s: could not delete %s: %s", row.pool, qualtrics_id, exc)
+        return deleted
+
+    # --- bookkeeping ---
+
+    def _between_steps(self) -> None:
+        """Stop here if asked to; else renew the lease (LeaseLost if another run took it)."""
+        if self.ctx.stop.is_set():
+            raise Stopped()
+        self.lease.renew()
+
+    def _advance(self, row: ListRecord, state: str, **values: Any) -> None:
+        moved = self.store.advance_list(
+            row.id, expected_state=row.state, now=self.clock.now(), state=state, **values
+        )
+        if not moved:
+            raise ListTaken()
+
+    def _error(self, error: Exception, list_id: int | None = None) -> None:
+        where = f"list {list_id}: " if list_id is not None else ""
+        if isinstance(error, LinkPoolError):
+            message = f"{where}{error}"
+        else:
+            message = f"{where}{type(error).__name__}: {error}"
+        with self._lock:
+            self.report.errors.append(message)
+        logger.error("refill %s: %s", self.pool.name, message)
+
+    def _log(self) -> None:
+        r = self.report
+        if r.skipped:
+            logger.info("refill %s: skipped, %s", r.pool, r.skipped)
+            return
+        logger.info(
+            "refill %s: claimable %d -> %d, %d list(s) ready, %d failed, %d link(s) added, "
+            "shortfall %d, %d API call(s), %.1fs%s",
+            r.pool,
+            r.claimable_before,
+            r.claimable_after,
+            r.lists_ready,
+            r.lists_failed,
+            r.links_added,
+            r.shortfall,
+            sum(r.api_calls.values()),
+            r.duration_s,
+            f", {len(r.errors)} error(s)" if r.errors else "",
+        )
+
+
+def _survey_refused(error: BadRequest | NotFound, survey_id: str) -> QualtricsError:
+    """The distribution is the first call that names the survey: say which setting to fix."""
+    return type(error)(
+        f"Qualtrics refused to make links for survey {survey_id}: check the pool's survey_id "
+        "and that the survey is active",
+        status_code=error.status_code,
+        error_code=error.error_code,
+        error_message=error.error_message,
+        request_id=error.request_id,
+        method=error.method,
+        endpoint=error.endpoint,
+    )
+
+
+def _known(qualtrics_id: str | None) -> str:
+    """An id the list's state says was recorded (``list_created`` on: its mailing list id;
+    ``distributed`` on: its distribution id)."""
+    if qualtrics_id is None:
+        raise CannotComplete("the list's state says it exists on Qualtrics but no id was recorded")
+    return qualtrics_id
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """Qualtrics times: ISO 8601 with ``Z``, or ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+__all__ = ["LINKS_WAIT", "PoolRefill", "Progress", "ProgressTotals", "RefillRun"]

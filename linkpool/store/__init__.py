@@ -1,0 +1,42 @@
+"""Every query linkpool runs, in one package, split by table group.
+
+``Store`` wraps an engine and is the only door: it combines the queries on claims, lists (with
+their links), leases and write-backs, returns frozen records (``linkpool.store.records``) and
+raises linkpool's own errors; no SQLAlchemy row or exception leaves this package and ``db``.
+Callers pass times in; the store never reads a clock, so every decision about "now" is made
+(and injectable) one level up.
+"""
+
+from __future__ import annotations
+
+from linkpool.store.claims import ClaimQueries
+from linkpool.store.leases import LeaseQueries
+from linkpool.store.lists import ListQueries
+from linkpool.store.records import (
+    ClaimRecord,
+    ClaimRequest,
+    ExportedClaim,
+    ListRecord,
+    NewLink,
+    PoolCounts,
+    WriteBackOutcome,
+    WriteBackRecord,
+)
+from linkpool.store.writebacks import WriteBackQueries
+
+
+class Store(ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries):
+    """All of linkpool's queries on one engine (see the table-group modules)."""
+
+
+__all__ = [
+    "ClaimRecord",
+    "ClaimRequest",
+    "ExportedClaim",
+    "ListRecord",
+    "NewLink",
+    "PoolCounts",
+    "Store",
+    "WriteBackOutcome",
+    "WriteBackRecord",
+]

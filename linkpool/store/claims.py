@@ -1,0 +1,263 @@
+"""Queries on claims: the claim itself (the hot path), lookups by key, counts and the export."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from linkpool.db import database_error, translate_errors
+from linkpool.errors import DuplicateRecord
+from linkpool.models import LinkStatus, ListState, UTCDateTime, WriteBack, links, lists
+from linkpool.store.base import StoreBase
+from linkpool.store.records import ClaimRecord, ClaimRequest, ExportedClaim, PoolCounts
+
+CLAIM_COLUMNS = (
+    links.c.id,
+    links.c.pool,
+    links.c.url,
+    links.c.expires_at,
+    links.c.contact_id,
+    links.c.contact_lookup_id,
+    links.c.recipient,
+    links.c.idempotency_key,
+    links.c.data,
+    links.c.claimed_at,
+)
+
+
+class ClaimQueries(StoreBase):
+    def claim(self, request: ClaimRequest) -> ClaimRecord | None:
+        """Claim one link; None if the pool has none claimable.
+
+        Raises ``DuplicateRecord`` when ``request.key`` was already used: the caller then
+        looks the earlier claim up with ``claim_by_key``.
+        """
+        return self._compiled_claim.run(
+            {
+                "p_pool": request.pool,
+                "p_cutoff": request.cutoff,
+                "p_recipient": request.recipient,
+                "p_key": request.key,
+                "p_data": request.data,
+                "p_now": request.now,
+            }
+        )
+
+    @cached_property
+    def _compiled_claim(self) -> CompiledClaim:
+        return CompiledClaim(self.engine, self._claim_statement)
+
+    @cached_property
+    def _claim_statement(self) -> sa.Update:
+        """The one statement that claims: pick the soonest-expiring claimable link, mark it.
+
+        PostgreSQL skips rows other claimers hold locked; SQLite needs no lock hint, since
+        ``BEGIN IMMEDIATE`` serialises writers.
+        """
+        now = sa.bindparam("p_now", type_=UTCDateTime)
+        candidate = (
+            sa.select(links.c.id)
+            .where(
+                links.c.pool == sa.bindparam("p_pool"),
+                # Literals, not parameters: a prepared (generic) plan can only use the partial
+                # index and stop after one row when the planner sees these values.
+                links.c.status == sa.literal_column(f"'{LinkStatus.AVAILABLE}'"),
+                links.c.expires_at >= sa.bindparam("p_cutoff", type_=UTCDateTime),
+            )
+            .order_by(links.c.expires_at)
+            .limit(sa.literal_column("1"))
+        )
+        if self._postgres:
+            candidate = candidate.with_for_update(skip_locked=True)
+        return (
+            sa.update(links)
+            .where(links.c.id == candidate.scalar_subquery())
+            .values(
+                status=LinkStatus.CLAIMED,
+                recipient=sa.bindparam("p_recipient"),
+                idempotency_key=sa.bindparam("p_key"),
+                data=sa.bindparam("p_data"),
+                claimed_at=now,
+                writeback=WriteBack.PENDING,
+                writeback_due_at=now,
+            )
+            .returning(*CLAIM_COLUMNS)
+        )
+
+    def claim_by_key(self, pool: str, key: str) -> ClaimRecord | None:
+        query = sa.select(*CLAIM_COLUMNS).where(
+            links.c.pool == pool, links.c.idempotency_key == key
+        )
+        with self.read() as connection:
+            row = connection.execute(query).mappings().first()
+        return ClaimRecord.from_row(row) if row is not None else None
+
+    def counts(self, pool: str, now: datetime, min_remaining: timedelta) -> PoolCounts:
+        status, expires = links.c.status, links.c.expires_at
+        available = status == LinkStatus.AVAILABLE
+        claimed = status == LinkStatus.CLAIMED
+
+        def count_if(condition: sa.ColumnElement[bool], name: str) -> sa.Label[Any]:
+            total = sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+            return total.label(name)
+
+        query = sa.select(
+            count_if(sa.and_(available, expires > now), "available"),
+            count_if(sa.and_(available, expires >= now + min_remaining), "claimable"),
+            count_if(claimed, "claimed"),
+            count_if(
+                sa.and_(claimed, links.c.claimed_at >= now - timedelta(days=1)), "claimed_24h"
+            ),
+            count_if(sa.and_(available, expires <= now), "expired"),
+            count_if(status == LinkStatus.VOID, "void"),
+            count_if(links.c.writeback == WriteBack.PENDING, "writeback_pending"),
+            count_if(links.c.writeback == WriteBack.FAILED, "writeback_failed"),
+        ).where(links.c.pool == pool)
+        with self.read() as connection:
+            row = connection.execute(query).mappings().one()
+            live = self._live_list_ids(connection, pool)
+        return PoolCounts(
+            available=int(row["available"]),
+            claimable=int(row["claimable"]),
+            claimed=int(row["claimed"]),
+            claimed_24h=int(row["claimed_24h"]),
+            expired=int(row["expired"]),
+            void=int(row["void"]),
+            writeback_pending=int(row["writeback_pending"]),
+            writeback_failed=int(row["writeback_failed"]),
+            lists=live,
+        )
+
+    @staticmethod
+    def _live_list_ids(connection: Connection, pool: str) -> tuple[str, ...]:
+        query = (
+            sa.select(lists.c.mailing_list_id)
+            .where(
+                lists.c.pool == pool,
+                lists.c.state != ListState.DELETED,
+                lists.c.mailing_list_id.is_not(None),
+            )
+            .order_by(lists.c.id)
+        )
+        return tuple(connection.execute(query).scalars())
+
+    def iter_claims(self, pool: str) -> Iterator[ExportedClaim]:
+        """Every claim of a pool, oldest first, with the ids of its list and distribution."""
+        query = (
+            sa.select(
+                links.c.id.label("link_id"),
+                links.c.recipient,
+                links.c.idempotency_key,
+                links.c.data,
+                links.c.claimed_at,
+                links.c.url,
+                links.c.expires_at,
+                links.c.contact_id,
+                links.c.contact_lookup_id,
+                links.c.ext_ref,
+                links.c.writeback,
+                lists.c.mailing_list_id,
+                lists.c.distribution_id,
+                lists.c.survey_id,
+            )
+            .join(lists, lists.c.id == links.c.list_id)
+            .where(links.c.pool == pool, links.c.status == LinkStatus.CLAIMED)
+            .order_by(links.c.claimed_at, links.c.id)
+        )
+        with self.read() as connection:
+            for row in connection.execute(query).mappings():
+                yield ExportedClaim.from_row(row)
+
+
+class CompiledClaim:
+    """The claim statement, compiled once, run on a pooled connection through the bare driver.
+
+    The claim is the hot path: SQLAlchemy's per-execution machinery would double its cost and,
+    on SQLite, the time the write lock is held. The SQL still comes from the Core statement
+    above, and values still go through the column types' own bind and result processors.
+    """
+
+    def __init__(self, engine: Engine, statement: sa.Update) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.positions = compiled.positiontup if dialect.positional else None
+        self.constants = statement_constants(compiled)
+        self.begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        datetime_type = UTCDateTime().dialect_impl(dialect)
+        datetime_bind = datetime_type.bind_processor(dialect)
+        datetime_result = datetime_type.result_processor(dialect, None)
+        self.bind = {"p_now": datetime_bind, "p_cutoff": datetime_bind}
+        self.result = {"expires_at": datetime_result, "claimed_at": datetime_result}
+        self.columns = [column.name for column in CLAIM_COLUMNS]
+        self.integrity_error = dialect.loaded_dbapi.IntegrityError
+        self.driver_error = dialect.loaded_dbapi.Error
+
+    def run(self, params: dict[str, Any]) -> ClaimRecord | None:
+        params = {**self.constants, **params}
+        for name, process in self.bind.items():
+            if process is not None:
+                params[name] = process(params[name])
+        values = [params[name] for name in self.positions] if self.positions else params
+        with translate_errors():
+            connection = self.engine.raw_connection()
+        try:
+            row = self._execute(connection, values)
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        record = dict(zip(self.columns, row, strict=True))
+        for name, process in self.result.items():
+            if process is not None:
+                record[name] = process(record[name])
+        return ClaimRecord.from_row(record)
+
+    def _execute(self, connection: Any, values: Any) -> Any:
+        cursor = connection.cursor()
+        try:
+            if self.begin:
+                cursor.execute(self.begin)
+            cursor.execute(self.sql, values)
+            row = cursor.fetchone()
+            connection.commit()
+            return row
+        except self.driver_error as exc:
+            if _is_disconnect(self.engine, exc, connection.driver_connection):
+                replace_every_connection(self.engine, connection, exc)
+            else:
+                connection.rollback()
+            if isinstance(exc, self.integrity_error):
+                raise DuplicateRecord() from exc
+            raise database_error(sa.exc.DBAPIError(self.sql, None, exc)) from exc
+        finally:
+            cursor.close()
+
+
+def statement_constants(compiled: sa.engine.Compiled) -> dict[str, Any]:
+    """Every bind of a compiled statement by name: its own values (the literals 'claimed',
+    'pending'…) and None for the parameters the claim fills in on every run. ``params`` is
+    public API (unlike ``construct_params(_check=False)``, which it wraps); a test pins it."""
+    return dict(compiled.params)
+
+
+def replace_every_connection(engine: Engine, connection: Any, error: Exception) -> None:
+    """After a disconnect, as SQLAlchemy does: every pooled connection predates it, so all are
+    replaced, not only this one (else each fails one claim in turn)."""
+    connection.invalidate(error)
+    engine.dispose()
+
+
+def _is_disconnect(engine: Engine, exc: Any, driver_connection: Any) -> bool:
+    """Whether ``exc`` left the connection unusable. The driver connection is what tells:
+    a server shutting down (``AdminShutdown``) carries no message the dialect recognises."""
+    return bool(engine.dialect.is_disconnect(exc, driver_connection, None))
+
+
+__all__: list[str] = []  # internal: see linkpool.store.Store

@@ -1,0 +1,67 @@
+"""Queries on ``leases``: named locks with an expiry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from linkpool.errors import DuplicateRecord
+from linkpool.models import leases
+from linkpool.store.base import StoreBase
+
+
+class LeaseQueries(StoreBase):
+    def acquire_lease(self, name: str, holder: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Take the lease if it is free, lapsed, or already ours; True when we hold it."""
+        if self.renew_lease(name, holder, now=now, ttl=ttl, take_lapsed=True):
+            return True
+        try:
+            with self.write() as connection:
+                connection.execute(
+                    sa.insert(leases).values(
+                        name=name, holder=holder, acquired_at=now, expires_at=now + ttl
+                    )
+                )
+        except DuplicateRecord:
+            return False  # another holder inserted it first
+        return True
+
+    def renew_lease(
+        self,
+        name: str,
+        holder: str,
+        *,
+        now: datetime,
+        ttl: timedelta,
+        take_lapsed: bool = False,
+    ) -> bool:
+        """Extend our lease; with ``take_lapsed`` also take one whose holder let it lapse."""
+        ours = leases.c.holder == holder
+        condition = sa.or_(ours, leases.c.expires_at < now) if take_lapsed else ours
+        statement = (
+            sa.update(leases)
+            .where(leases.c.name == name, condition)
+            .values(
+                holder=holder,
+                expires_at=now + ttl,
+                acquired_at=sa.case((ours, leases.c.acquired_at), else_=now),
+            )
+        )
+        with self.write() as connection:
+            return connection.execute(statement).rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.write() as connection:
+            connection.execute(
+                sa.delete(leases).where(leases.c.name == name, leases.c.holder == holder)
+            )
+
+    def lease_holder(self, name: str, *, now: datetime) -> str | None:
+        query = sa.select(leases.c.holder).where(leases.c.name == name, leases.c.expires_at >= now)
+        with self.read() as connection:
+            holder: str | None = connection.execute(query).scalar()
+            return holder
+
+
+__all__: list[str] = []  # internal: see linkpool.store.Store

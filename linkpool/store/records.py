@@ -1,0 +1,170 @@
+"""What the store hands out and takes in: frozen records of linkpool's own types.
+
+Callers never see SQLAlchemy rows: each query maps its row onto one of these, by column name
+(``from_row``), so a column's position in a SELECT never matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Self
+
+from linkpool.models import ListState, WriteBack
+
+
+class Record:
+    """A frozen dataclass built from a row by field name."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Self:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    pool: str
+    recipient: str
+    key: str | None
+    data: str | None  # canonical JSON text
+    now: datetime
+    cutoff: datetime  # links must expire at or after this to be handed out
+
+
+@dataclass(frozen=True)
+class ClaimRecord(Record):
+    """A claimed link, as the claim statement (or the lookup by key) returns it. ``url`` is a
+    bearer credential: it is kept out of ``repr``."""
+
+    id: int
+    pool: str
+    url: str = field(repr=False)
+    expires_at: datetime
+    contact_id: str
+    contact_lookup_id: str | None
+    recipient: str
+    idempotency_key: str | None
+    data: str | None  # canonical JSON text
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class ExportedClaim(Record):
+    """One claim with the Qualtrics ids of its list and distribution (``linkpool export``)."""
+
+    link_id: int
+    recipient: str
+    idempotency_key: str | None
+    data: str | None
+    claimed_at: datetime
+    url: str = field(repr=False)
+    expires_at: datetime
+    contact_id: str
+    contact_lookup_id: str | None
+    ext_ref: str
+    writeback: WriteBack | None
+    mailing_list_id: str | None
+    distribution_id: str | None
+    survey_id: str
+
+    def __post_init__(self) -> None:
+        if self.writeback is not None:
+            object.__setattr__(self, "writeback", WriteBack(self.writeback))
+
+
+@dataclass(frozen=True)
+class ListRecord(Record):
+    """One Qualtrics mailing list we made (or are making), with its provisioning state."""
+
+    id: int
+    pool: str
+    survey_id: str
+    name: str
+    state: ListState
+    size: int
+    mailing_list_id: str | None
+    import_id: str | None
+    distribution_id: str | None
+    expires_at: datetime | None
+    links_stored: int
+    shortfall: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    last_error: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", ListState(self.state))
+
+
+@dataclass(frozen=True)
+class NewLink:
+    """A personal link read from Qualtrics, to be stored available (``Store.finish_list``)."""
+
+    ext_ref: str
+    contact_id: str
+    contact_lookup_id: str | None
+    url: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class WriteBackRecord(Record):
+    """A claim whose recipient and data are (to be) written onto its placeholder contact."""
+
+    id: int
+    pool: str
+    contact_id: str
+    recipient: str
+    data: str | None
+    writeback: WriteBack | None
+    writeback_attempts: int
+    mailing_list_id: str | None
+    list_state: ListState
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "list_state", ListState(self.list_state))
+        if self.writeback is not None:
+            object.__setattr__(self, "writeback", WriteBack(self.writeback))
+
+
+@dataclass(frozen=True)
+class WriteBackOutcome:
+    """What one write-back attempt left: the values ``Store.record_writebacks`` stores."""
+
+    link_id: int
+    state: WriteBack
+    attempts: int
+    due_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    available: int
+    claimable: int
+    claimed: int
+    claimed_24h: int
+    expired: int
+    void: int
+    writeback_pending: int
+    writeback_failed: int
+    lists: tuple[str, ...]
+
+    @property
+    def too_old(self) -> int:
+        """Available links with less than ``min_remaining`` left: kept, never handed out."""
+        return self.available - self.claimable
+
+
+__all__ = [
+    "ClaimRecord",
+    "ClaimRequest",
+    "ExportedClaim",
+    "ListRecord",
+    "NewLink",
+    "PoolCounts",
+    "WriteBackOutcome",
+    "WriteBackRecord",
+]
