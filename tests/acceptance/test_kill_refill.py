@@ -23,9 +23,9 @@ from linkpool.config import load_settings
 from linkpool.db import create_engine, upgrade
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.simulator import Simulator
 from linkpool.refill import refill
 from linkpool.refill.machine import LEASE_TTL
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.acceptance.harness import (
     TOKEN,

@@ -17,9 +17,9 @@ from linkpool.config import PoolSettings, QualtricsSettings, Settings
 from linkpool.errors import LeaseHeld, QualtricsError
 from linkpool.job import JobContext, JobReport
 from linkpool.jobs import JOBS
-from linkpool.simulator import Simulator
 from linkpool.refill import PoolReport, RefillReport
 from linkpool.scheduler import LEADER_LEASE, Daemon, build_scheduler, summarize
+from linkpool.simulator import Simulator
 from linkpool.store import Store
 from linkpool.sync import SyncReport
 
