@@ -536,8 +536,11 @@ class PoolSettings:
 @dataclass(frozen=True, kw_only=True)
 class GcSettings:
     grace: timedelta = setting(
-        timedelta(hours=1),
-        doc="how long after a distribution expires before gc deletes its list",
+        timedelta(days=7),
+        doc="how long after a distribution expires before gc deletes it and its list; expiry only "
+        "bounds when a respondent may start, and deleting the distribution breaks a response "
+        "in progress, so keep it at least the survey's incomplete-response window (Qualtrics' "
+        "default: a week); shorten it only for a survey with a shorter window",
         kind=DURATION,
         low=timedelta(seconds=1),
         high=timedelta(days=365),

@@ -79,7 +79,7 @@ def test_example_config_parses_into_the_documented_values() -> None:
         max_retries=5,
     )
     assert settings.schedule == {}  # the job registry holds the intervals' defaults
-    assert settings.gc == GcSettings(grace=timedelta(hours=1), purge_contacts=False)
+    assert settings.gc == GcSettings(grace=timedelta(days=7), purge_contacts=False)
     assert settings.sync == SyncSettings(
         recipient_field="linkpool_recipient", max_attempts=5, contact_fields={}
     )
