@@ -1,7 +1,7 @@
 """Engines, transactions and migrations.
 
-SQLite runs in WAL mode with a busy timeout, and write transactions start with ``BEGIN
-IMMEDIATE``: a deferred transaction that later upgrades to a write lock fails at once with
+SQLite runs in WAL mode with ``synchronous = FULL`` and a busy timeout, and write transactions
+start with ``BEGIN IMMEDIATE``: a deferred transaction that later upgrades to a write lock fails at once with
 "database is locked" and ignores ``busy_timeout``, which is exactly the claim's situation.
 PostgreSQL connections are not pre-pinged (a ping per checkout would double the claim's round
 trips): when the server restarts, the first statement on a dead connection fails with a
@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from linkpool.config import normalize_database_url
+from linkpool.config import database_url_problem, normalize_database_url
 from linkpool.errors import DatabaseError, DuplicateRecord, SchemaNotMigrated
 
 
@@ -35,6 +35,15 @@ def _migrations_dir() -> Path:
 
 MIGRATIONS_DIR = _migrations_dir()
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_PRAGMAS = (
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys = ON",
+)
+"""Set on every SQLite connection."""
+SQLITE_FILE_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL")
+"""Set on every connection to a SQLite file. ``synchronous = NORMAL`` in WAL mode keeps commits
+across an application crash but not across a power loss or an OS crash: a claimed link could
+become available again and go to a second recipient. FULL syncs the WAL on every commit."""
 _IMMEDIATE = "linkpool_immediate"
 
 
@@ -45,16 +54,19 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("hide_parameters", True)
     url = normalize_database_url(url)
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = _password_out_of_query(sa.engine.make_url(url))
     except sa.exc.ArgumentError:
         raise DatabaseError(f"{_redact(url)} is not a database URL") from None
+    problem = database_url_problem(parsed.host)
+    if problem:
+        raise DatabaseError(f"the database URL {problem}")
     if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(url, **kwargs)
+        engine = sa.create_engine(parsed, **kwargs)
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", False)
     try:
-        return sa.create_engine(url, **kwargs)
+        return sa.create_engine(parsed, **kwargs)
     except sa.exc.NoSuchModuleError:
         raise DatabaseError(
             f"{parsed.get_backend_name()!r} is not a supported database: "
@@ -67,16 +79,26 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         ) from None
 
 
+def _password_out_of_query(url: sa.engine.URL) -> sa.engine.URL:
+    """``?password=…`` moved to the URL's password, which every repr and log masks (the
+    query's wins, as it would in the driver's connection arguments)."""
+    password = url.query.get("password")
+    if password is None:
+        return url
+    value = password if isinstance(password, str) else password[-1]
+    return url.difference_update_query(["password"]).set(password=value)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        pragmas: tuple[str, ...] = SQLITE_PRAGMAS
         if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            pragmas += SQLITE_FILE_PRAGMAS
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
