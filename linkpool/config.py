@@ -364,6 +364,17 @@ def _check_database_url(value: str) -> None:
         raise Problem(shape)
     if port is not None and not 1 <= port <= 65535:
         raise Problem("has a port that is not a number from 1 to 65535")
+    problem = database_url_problem(url.host)
+    if problem:
+        raise Problem(problem)
+
+
+def database_url_problem(host: str | None) -> str | None:
+    """An ``@`` left in the host means the user or password holds an unescaped ``@``: the rest
+    of the password would be taken for the host and printed in every connection error."""
+    if host and "@" in host:
+        return "has an '@' in its user or password: write it as %40"
+    return None
 
 
 # --- the settings ---------------------------------------------------------------------------
