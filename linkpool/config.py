@@ -545,6 +545,30 @@ class PoolSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RefillSettings:
+    max_lists_per_run: int = setting(
+        20,
+        doc="mailing lists one refill run may create for one pool, replacements of abandoned "
+        "lists included; what it cannot reach stays for the next run (a typo in a target never "
+        "turns into thousands of lists)",
+        kind=INTEGER,
+        low=1,
+        high=1000,
+    )
+    max_calls_per_run: int = setting(
+        5000,
+        doc="Qualtrics API calls after which one refill run starts no new list for a pool "
+        "(lists under way finish)",
+        kind=INTEGER,
+        low=10,
+        high=1_000_000,
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "[refill]", _no_rules)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GcSettings:
     grace: timedelta = setting(
         timedelta(days=7),
@@ -665,6 +689,16 @@ class Settings:
                 doc="How often `linkpool run` (the daemon) runs each job: one key "
                 "`<job>_interval` per job; a job not named here runs at its own default.",
                 form="intervals",
+            )
+        },
+    )
+    refill: RefillSettings = field(
+        default_factory=RefillSettings,
+        metadata={
+            SPEC: Table(
+                doc="Bounds on what one refill run may do for one pool.",
+                form="one",
+                settings=RefillSettings,
             )
         },
     )
@@ -908,6 +942,7 @@ __all__ = [
     "GcSettings",
     "PoolSettings",
     "QualtricsSettings",
+    "RefillSettings",
     "ScheduleSettings",
     "Settings",
     "SyncSettings",

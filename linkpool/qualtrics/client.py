@@ -243,6 +243,16 @@ class QualtricsClient:
     def get_mailing_list(self, mailing_list_id: str) -> dict[str, Any]:
         return self._result(api.GET_MAILING_LIST, {"mailingListId": mailing_list_id})
 
+    def count_contacts(self, mailing_list_id: str) -> int:
+        """The list's contact count (``includeCount=true``): whether an import whose answer was
+        lost went in. Qualtrics calls the count approximate; callers compare it with what
+        they imported, never trust it for more."""
+        endpoint = api.GET_MAILING_LIST
+        url = self._url(endpoint, {"mailingListId": mailing_list_id})
+        envelope = self._request(endpoint, url, params={"includeCount": "true"})
+        count = _result_of(envelope, endpoint).get("contactCount")
+        return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
     def iter_mailing_lists(self) -> Iterator[dict[str, Any]]:
         """Every mailing list in the directory (``mailingListId``, ``name``, …), page by page."""
         return self._paginate(api.LIST_MAILING_LISTS)

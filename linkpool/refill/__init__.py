@@ -4,7 +4,10 @@ For each pool, under the lease ``refill:<pool>`` (so one process at a time works
 
 1. finish or abandon the lists an earlier run left unfinished;
 2. if fewer than ``low_water`` links are claimable, provision
-   ``ceil((target_available - claimable) / list_size)`` new lists, concurrently.
+   ``ceil((target_available - claimable) / list_size)`` new lists, concurrently, and again for
+   what abandoned lists left missing, until the pool is at ``target_available`` or the run's
+   bounds (``[refill] max_lists_per_run``, ``max_calls_per_run``) are reached. A pool left
+   below ``low_water`` is reported as an error (exit 1).
 
 A list moves planned → list_created → importing → imported → distributed → ready. Its row is
 written before and after every API call, so a run that dies anywhere leaves a row saying what may
@@ -13,7 +16,8 @@ exist on Qualtrics, and the next run picks up from there:
 - ``planned``: the list is looked up by its unique name, and created only if it is not there;
 - ``list_created``: the contacts are imported;
 - ``importing``: the import is awaited by its stored id. Without an id (the POST's answer was
-  lost) or midway through an import of several parts, the list is abandoned;
+  lost) or midway through an import of several parts, the list's contact count
+  (``includeCount=true``) says whether the contacts went in; if not, the list is abandoned;
 - ``imported``: the distribution is looked up by its description (the list's name), and created
   only if it is not there;
 - ``distributed``: the links are read again.
@@ -85,7 +89,8 @@ def refill(
     pools = _selected_pools(settings, pool)
     started = clock.monotonic()
     if dry_run:
-        reports = [dry_run_pool(store, clock, settings) for settings in pools]
+        bound = settings.refill.max_lists_per_run
+        reports = [dry_run_pool(store, clock, pool_settings, bound) for pool_settings in pools]
         return RefillReport(reports, dry_run=True, duration_s=clock.monotonic() - started)
     if client is None:
         raise ValueError("refill needs a Qualtrics client unless dry_run is set")
@@ -99,6 +104,7 @@ def refill(
         list_prefix=qualtrics.list_prefix,
         links_wait=links_wait,
         stop=stop or threading.Event(),
+        bounds=settings.refill,
     )
     with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="refill") as executor:
         futures = [executor.submit(PoolRefill(run, settings).run) for settings in pools]

@@ -32,6 +32,11 @@ def lists_needed(pool: PoolSettings, claimable: int) -> int:
     return math.ceil((pool.target_available - claimable) / pool.list_size)
 
 
+def lists_to_target(pool: PoolSettings, claimable: int) -> int:
+    """Lists that bring ``claimable`` to ``target_available`` (once a refill was triggered)."""
+    return max(0, math.ceil((pool.target_available - claimable) / pool.list_size))
+
+
 def estimate_calls(pool: PoolSettings, lists: int) -> Counter[str]:
     """About how many API calls provisioning ``lists`` new lists takes (for ``--dry-run``),
     keyed like ``QualtricsClient.calls``."""
@@ -51,12 +56,12 @@ def estimate_calls(pool: PoolSettings, lists: int) -> Counter[str]:
     return Counter({endpoint.key: count * lists for endpoint, count in per_list.items()})
 
 
-def dry_run(store: Store, clock: Clock, pool: PoolSettings) -> PoolReport:
+def dry_run(store: Store, clock: Clock, pool: PoolSettings, max_lists: int) -> PoolReport:
     """What a refill would do now, assuming unfinished lists complete: database reads only."""
     counts = store.counts(pool.name, clock.now(), pool.min_remaining)
     unfinished = store.lists_in_states(ListState.PROVISIONING, pool.name)
     pending = sum(row.size for row in unfinished)
-    lists = lists_needed(pool, counts.claimable + pending)
+    lists = min(lists_needed(pool, counts.claimable + pending), max_lists)
     return PoolReport(
         pool=pool.name,
         claimable_before=counts.claimable,
@@ -68,4 +73,4 @@ def dry_run(store: Store, clock: Clock, pool: PoolSettings) -> PoolReport:
     )
 
 
-__all__ = ["dry_run", "estimate_calls", "lists_needed"]
+__all__ = ["dry_run", "estimate_calls", "lists_needed", "lists_to_target"]

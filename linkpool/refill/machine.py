@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from linkpool.clock import Clock, utc
-from linkpool.config import PoolSettings
+from linkpool.config import PoolSettings, RefillSettings
 from linkpool.errors import (
     BadRequest,
     LinkPoolError,
@@ -27,7 +27,7 @@ from linkpool.errors import (
 from linkpool.lease import Lease
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.refill.estimate import lists_needed
+from linkpool.refill.estimate import lists_needed, lists_to_target
 from linkpool.refill.failures import PERMANENT, CannotComplete, ListTaken, Stopped
 from linkpool.refill.naming import new_list_name, refill_lease_name, slot_key
 from linkpool.refill.reports import PoolReport
@@ -43,9 +43,8 @@ LINKS_WAIT = timedelta(minutes=5)
 """How long to keep re-reading a links listing that has fewer links than the list has contacts."""
 LINKS_FIRST_DELAY = 1.0
 LINKS_MAX_DELAY = 30.0
-MAX_ROUNDS = 3
-"""Rounds of planning per run: lists abandoned in one round (a lost answer) are replaced in the
-next, while the pool is below ``low_water``."""
+LOST_IMPORT_WAIT = timedelta(minutes=2)
+"""How long to watch a list's contact count after an import whose answer was lost."""
 
 Progress = Callable[[int, int], None]
 """Called with (links done, links planned) across all pools as a refill advances."""
@@ -84,6 +83,7 @@ class RefillRun:
     list_prefix: str
     links_wait: timedelta
     stop: threading.Event
+    bounds: RefillSettings
 
 
 class PoolRefill:
@@ -113,6 +113,9 @@ class PoolRefill:
                 else:
                     self.report.skipped = "already running"
                 self.report.claimable_after = self._claimable()
+                if not self.report.skipped:
+                    missing = self.pool.target_available - self.report.claimable_after
+                    self.report.shortfall = max(0, missing)
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
         self.report.duration_s = self.clock.monotonic() - started
@@ -124,23 +127,45 @@ class PoolRefill:
         if unfinished:
             self.report.lists_resumed = len(unfinished)
             self._resume(unfinished)
-        for _ in range(MAX_ROUNDS):
-            if self.report.errors or self.ctx.stop.is_set():
-                return  # do not pile new lists onto a pool that is failing
-            count = lists_needed(self.pool, self._claimable())
-            if not count:
+        if lists_needed(self.pool, self._claimable()):
+            self._fill_to_target()
+        self._check_outcome()
+
+    def _fill_to_target(self) -> None:
+        """Provision rounds of lists until the pool is at ``target_available``: a round's
+        abandoned lists are replaced by the next, within the run's bounds on lists and calls."""
+        while not (self.report.errors or self.ctx.stop.is_set()):
+            count = min(lists_to_target(self.pool, self._claimable()), self._lists_left())
+            if count <= 0 or self._calls_used() >= self.ctx.bounds.max_calls_per_run:
                 return
             with self._lock:
                 self.report.lists_planned += count
                 self.report.links_planned += count * self.pool.list_size
             self._provision_all([self._plan_list() for _ in range(count)])
-        if lists_needed(self.pool, self._claimable()):
-            self._error(
-                CannotComplete(
-                    f"{self.report.lists_failed} list(s) could not be completed and the pool "
-                    f"is still below low_water after {MAX_ROUNDS} rounds"
-                )
+
+    def _lists_left(self) -> int:
+        return self.ctx.bounds.max_lists_per_run - self.report.lists_planned
+
+    def _calls_used(self) -> int:
+        return sum(self.report.api_calls.values())
+
+    def _check_outcome(self) -> None:
+        """A pool left below low_water is a failed run, with the reason."""
+        claimable = self._claimable()
+        if claimable >= self.pool.low_water or self.report.errors or self.ctx.stop.is_set():
+            return
+        if self._lists_left() <= 0:
+            reason = f"[refill] max_lists_per_run ({self.ctx.bounds.max_lists_per_run}) reached"
+        elif self._calls_used() >= self.ctx.bounds.max_calls_per_run:
+            reason = f"[refill] max_calls_per_run ({self.ctx.bounds.max_calls_per_run}) reached"
+        else:
+            reason = "no list could be completed"
+        self._error(
+            CannotComplete(
+                f"still below low_water ({claimable} < {self.pool.low_water}) after this run: "
+                f"{reason}, {self.report.lists_failed} list(s) abandoned; the next run carries on"
             )
+        )
 
     def _claimable(self) -> int:
         return self.store.counts(
@@ -257,15 +282,15 @@ class PoolRefill:
         contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
         self._advance(row, ListState.IMPORTING, import_id=None)
         row = self.store.get_list(row.id)
-        refused = 0
+        refused = imported = 0
         for batch in import_batches(contacts):
             self._between_steps()
+            imported += len(batch)
             try:
                 job = self.client.start_import(_known(row.mailing_list_id), batch)
             except OutcomeUnknown:
-                raise CannotComplete(
-                    "an import got no answer, and an import cannot be found without its id"
-                ) from None
+                self._await_contact_count(row, imported - refused)
+                continue
             except RateLimited:
                 if row.import_id is None:
                     # Refused before anything was imported: the next run imports afresh
@@ -281,12 +306,38 @@ class PoolRefill:
         self.expected_links[row.id] = row.size - refused
         self._advance(row, ListState.IMPORTED)
 
+    def _await_contact_count(self, row: ListRecord, wanted: int) -> None:
+        """After an import whose answer was lost (or a crash before its id was recorded): the
+        list's contact count says whether it went in. Watch it for ``LOST_IMPORT_WAIT`` (an
+        import takes a while); short of ``wanted`` by then, the list is abandoned."""
+        deadline = self.clock.monotonic() + LOST_IMPORT_WAIT.total_seconds()
+        delay = LINKS_FIRST_DELAY
+        while True:
+            count = self.client.count_contacts(_known(row.mailing_list_id))
+            remaining = deadline - self.clock.monotonic()
+            if count >= wanted:
+                logger.info(
+                    "refill %s: list %d: an import got no answer, but its %d contact(s) are in",
+                    self.pool.name,
+                    row.id,
+                    count,
+                )
+                return
+            if remaining <= 0:
+                raise CannotComplete(
+                    f"an import got no answer and the list holds {count} of {wanted} contacts"
+                )
+            self.clock.sleep(min(delay, remaining))
+            delay = min(delay * 2, LINKS_MAX_DELAY)
+            self._between_steps()
+
     def _resume_import(self, row: ListRecord) -> None:
         contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
-        if row.import_id is None:
-            raise CannotComplete("an import was interrupted before its id was recorded")
-        if len(import_batches(contacts)) > 1:
-            raise CannotComplete("an import of several parts was interrupted")
+        if row.import_id is None or len(import_batches(contacts)) > 1:
+            # the last part's answer was lost, or a crash came between parts: the count tells
+            self._await_contact_count(row, row.size)
+            self._advance(row, ListState.IMPORTED)
+            return
         status = self.client.wait_for_import(
             _known(row.mailing_list_id), row.import_id, timeout=IMPORT_TIMEOUT
         )
@@ -354,7 +405,7 @@ class PoolRefill:
         with self._lock:
             self.report.lists_ready += 1
             self.report.links_added += len(links)
-            self.report.shortfall += shortfall
+            self.report.links_missing += shortfall
 
     def _read_links(self, row: ListRecord, slots: set[str]) -> tuple[list[NewLink], int]:
         """The usable links of a list's slots, and how many were skipped for contact frequency."""

@@ -23,7 +23,10 @@ class PoolReport(JobReport):
     lists_ready: int = 0
     lists_failed: int = 0
     links_added: int = 0
+    links_missing: int = 0
+    """Links of stored lists that the links listing never returned (or that were skipped)."""
     shortfall: int = 0
+    """What is still missing to ``target_available`` after the run."""
     api_calls: Counter[str] = field(default_factory=Counter)
     duration_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -44,6 +47,7 @@ class PoolReport(JobReport):
             "lists_ready": self.lists_ready,
             "lists_failed": self.lists_failed,
             "links_added": self.links_added,
+            "links_missing": self.links_missing,
             "shortfall": self.shortfall,
             "duration_s": round(self.duration_s, 3),
             "errors": list(self.errors),

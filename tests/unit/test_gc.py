@@ -508,7 +508,7 @@ def cli(tmp_path, sqlite_url, sim, clock, monkeypatch):
 
 def test_cli_gc_json_reports_what_it_did(cli, client, store, clock):
     list_id = provision_list(client, store, clock, ttl=timedelta(days=3))
-    clock.advance(timedelta(days=4))
+    clock.advance(timedelta(days=3) + GcSettings().grace + timedelta(hours=1))
 
     dry = cli("gc", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output

@@ -8,6 +8,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from click.testing import CliRunner, Result
 
 from linkpool.cli import App, main
 from linkpool.clock import ManualClock
-from linkpool.config import PoolSettings, QualtricsSettings, Settings
-from linkpool.errors import RateLimited
+from linkpool.config import PoolSettings, QualtricsSettings, RefillSettings, Settings
+from linkpool.errors import OutcomeUnknown, RateLimited
 from linkpool.lease import Lease
 from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.qualtrics.client import QualtricsClient
@@ -480,6 +481,125 @@ def test_lost_answers_are_settled_by_lookup_never_by_posting_again(
     assert_consistent(sim, store)
 
 
+def test_a_triggered_refill_reaches_target_in_one_run_despite_lost_answers(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store, clock: ManualClock
+) -> None:
+    sim.faults.lost_response_rate = 0.4
+
+    report = run()
+
+    pool = report.pools[0]
+    assert report.exit_code == 0, pool.errors
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert pool.shortfall == 0
+    assert pool.lists_failed == 0  # every lost answer was settled: by name, count or description
+    sim.faults.lost_response_rate = 0.0
+    assert_consistent(sim, store)
+
+
+def lose_import_answers(client: QualtricsClient, *, took_effect: bool) -> list[str]:
+    """Every import POST answers nothing; it went in only if ``took_effect``."""
+    real = client.start_import
+    lost: list[str] = []
+
+    def start_import(mailing_list_id: str, contacts: list[dict[str, Any]]) -> Any:
+        lost.append(mailing_list_id)
+        if took_effect:
+            real(mailing_list_id, contacts)
+        raise OutcomeUnknown("no answer", method="POST", endpoint="transactioncontacts")
+
+    client.start_import = start_import  # type: ignore[method-assign]
+    return lost
+
+
+def test_a_lost_import_answer_is_settled_by_the_lists_contact_count(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    lost = lose_import_answers(client, took_effect=True)
+
+    report = run()
+
+    pool = report.pools[0]
+    assert report.exit_code == 0, pool.errors
+    assert len(lost) == pool.lists_ready == lists_needed(pool_settings(), 0)  # no re-import
+    assert pool.lists_failed == 0
+    assert client.calls["GET /directories/{directoryId}/mailinglists/{mailingListId}"] > 0
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert_consistent(sim, store)
+
+
+def test_an_import_that_never_went_in_costs_only_its_list_which_is_replaced(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    real = client.start_import
+    lose_import_answers(client, took_effect=False)
+    first = True
+
+    def once(mailing_list_id: str, contacts: list[dict[str, Any]]) -> Any:
+        nonlocal first
+        if first:
+            first = False
+            raise OutcomeUnknown("no answer", method="POST", endpoint="transactioncontacts")
+        return real(mailing_list_id, contacts)
+
+    client.start_import = once  # type: ignore[method-assign]
+
+    report = refill(make_settings(sim), client, store, clock)
+
+    pool = report.pools[0]
+    assert report.exit_code == 0, pool.errors
+    assert pool.lists_failed == 1
+    assert "holds 0 of 4 contacts" in next(
+        row["last_error"] for row in list_rows(store) if row["state"] == ListState.FAILED
+    )
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert pool.shortfall == 0
+    assert_consistent(sim, store)
+
+
+def test_a_pool_left_below_low_water_by_the_runs_bound_exits_1_saying_why(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    settings = replace(make_settings(sim), refill=RefillSettings(max_lists_per_run=1))
+
+    report = refill(settings, client, store, clock)
+
+    pool = report.pools[0]
+    assert report.exit_code == 1
+    assert pool.lists_planned == pool.lists_ready == 1
+    assert pool.shortfall == pool_settings().target_available - claimable(store, clock) == 6
+    assert pool.errors == [
+        "still below low_water (4 < 5) after this run: [refill] max_lists_per_run (1) reached, "
+        "0 list(s) abandoned; the next run carries on"
+    ]
+    second = refill(settings, client, store, clock)
+    assert second.exit_code == 0 and claimable(store, clock) == 8  # the next run carries on
+
+
+def test_the_call_bound_stops_new_lists_not_lists_under_way(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    settings = replace(make_settings(sim), refill=RefillSettings(max_calls_per_run=10))
+    lose_import_answers(client, took_effect=False)  # every list of the first round is lost
+
+    report = refill(settings, client, store, clock)
+
+    pool = report.pools[0]
+    first_round = lists_needed(pool_settings(), 0)
+    assert (pool.lists_planned, pool.lists_failed) == (first_round, first_round)  # no 2nd round
+    assert sum(pool.api_calls.values()) > 10
+    assert report.exit_code == 1
+    assert pool.errors == [
+        "still below low_water (0 < 5) after this run: [refill] max_calls_per_run (10) reached, "
+        f"{first_round} list(s) abandoned; the next run carries on"
+    ]
+    assert not sim.mailing_lists()  # the abandoned lists were deleted
+
+
 def test_rate_limit_storms_and_server_errors_are_absorbed(
     sim: Simulator, store: Store, clock: ManualClock
 ) -> None:
@@ -523,8 +643,8 @@ def test_a_lagging_links_listing_is_read_again_until_complete(
     assert_consistent(sim, store)
 
 
-def test_links_still_missing_after_the_wait_are_recorded_as_shortfall(
-    run: Callable[..., RefillReport], sim: Simulator, store: Store
+def test_links_still_missing_after_the_wait_are_recorded_and_replaced(
+    run: Callable[..., RefillReport], sim: Simulator, store: Store, clock: ManualClock
 ) -> None:
     sim.faults.link_lag = timedelta(hours=1)
     sim.faults.link_lag_fraction = 0.5
@@ -534,8 +654,11 @@ def test_links_still_missing_after_the_wait_are_recorded_as_shortfall(
     pool = report.pools[0]
     assert report.exit_code == 0
     assert 0 < pool.links_added < pool.links_planned
-    assert pool.shortfall == pool.links_planned - pool.links_added
-    assert sum(row["shortfall"] for row in list_rows(store)) == pool.shortfall
+    assert pool.links_missing == pool.links_planned - pool.links_added
+    assert sum(row["shortfall"] for row in list_rows(store)) == pool.links_missing
+    assert pool.lists_planned > lists_needed(pool_settings(), 0)  # more lists made up for them
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert pool.shortfall == 0
     assert_consistent(sim, store)
 
 
@@ -548,7 +671,7 @@ def test_links_over_the_contact_frequency_limit_are_never_stored(
 
     pool = report.pools[0]
     assert 0 < pool.links_added < pool.links_planned
-    assert pool.shortfall == pool.links_planned - pool.links_added
+    assert pool.links_missing == pool.links_planned - pool.links_added
     assert (
         pool.api_calls[LINKS] == 2 * pool.lists_ready
     )  # skipped links count as arrived: no re-reading
