@@ -20,12 +20,14 @@ from typing import Any
 import click
 import httpx
 
+from linkpool import health
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, load_settings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
+from linkpool.jobs import intervals
 from linkpool.pool import LinkPool
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import Progress, RefillReport
@@ -182,9 +184,26 @@ def parse_data(text: str | None) -> dict[str, Any] | None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--check",
+    "check_health",
+    is_flag=True,
+    help=f"Exit {health.CHECK_FAILED_EXIT} when a pool is LOW or EMPTY, write-backs failed, "
+    "or no refill succeeded within --max-intervals refill intervals (for monitors).",
+)
+@click.option(
+    "--max-intervals",
+    type=click.IntRange(1, 1000),
+    default=health.DEFAULT_MAX_INTERVALS,
+    show_default=True,
+    help="With --check: refill intervals without a success before the check fails.",
+)
 @pass_app
-def status(app: App, as_json: bool) -> None:
+def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> None:
     """Stock and health of every pool."""
+    if check_health:
+        status_check(app, as_json, max_intervals)
+        return
     lp = app.linkpool
     report = {name: pool_status(lp.counts(name), pool) for name, pool in lp.pools.items()}
     if as_json:
@@ -217,6 +236,27 @@ def status(app: App, as_json: bool) -> None:
         for name, r in report.items()
     ]
     click.echo(format_table(headers, rows))
+
+
+def status_check(app: App, as_json: bool, max_intervals: int) -> None:
+    """``status --check``: one line per problem; exit CHECK_FAILED_EXIT if there is any."""
+    lp = app.linkpool
+    findings = health.check(
+        lp.store,
+        lp.pools,
+        now=lp.clock.now(),
+        refill_interval=intervals(app.settings)["refill"],
+        max_intervals=max_intervals,
+    )
+    if as_json:
+        echo_json(health.check_document(findings))
+    elif findings:
+        for finding in findings:
+            click.echo(f"{finding.pool}: {finding.check}: {finding.message}")
+    else:
+        click.echo(f"OK: {len(lp.pools)} pool(s) healthy")
+    if findings:
+        click.get_current_context().exit(health.CHECK_FAILED_EXIT)
 
 
 @main.command()

@@ -167,3 +167,12 @@ leases = Table(
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+job_successes = Table(
+    "job_successes",
+    metadata,
+    Column("job", String(32), primary_key=True),
+    Column("pool", String(64), primary_key=True),
+    Column("succeeded_at", UTCDateTime, nullable=False),
+)
+"""When a job last succeeded, per pool: what ``status --check`` and the health checks read."""

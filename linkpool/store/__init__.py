@@ -1,7 +1,7 @@
 """Every query linkpool runs, in one package, split by table group.
 
 ``Store`` wraps an engine and is the only door: it combines the queries on claims, lists (with
-their links), leases and write-backs, returns frozen records (``linkpool.store.records``) and
+their links), leases, write-backs and job successes, returns frozen records (``linkpool.store.records``) and
 raises linkpool's own errors; no SQLAlchemy row or exception leaves this package and ``db``.
 Callers pass times in; the store never reads a clock, so every decision about "now" is made
 (and injectable) one level up.
@@ -22,10 +22,11 @@ from linkpool.store.records import (
     WriteBackOutcome,
     WriteBackRecord,
 )
+from linkpool.store.successes import SuccessQueries
 from linkpool.store.writebacks import WriteBackQueries
 
 
-class Store(ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries):
+class Store(ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries, SuccessQueries):
     """All of linkpool's queries on one engine (see the table-group modules)."""
 
 
