@@ -235,7 +235,7 @@ def test_create_link_distribution_sends_exactly_the_documented_body(api, client)
         "linkType": "Individual",
         "description": "linkpool nps 0001",
         "action": "CreateDistribution",
-        "expirationDate": "2027-01-31 00:30:00",
+        "expirationDate": "2027-01-31T00:30:00Z",  # ISO 8601 UTC: a naive time is read in the account zone
         "mailingListId": LIST_ID,
     }
 
