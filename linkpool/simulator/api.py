@@ -166,8 +166,15 @@ class ApiHandlers:
         include_count = request.query.get("includeCount", "false").lower() == "true"
         live = [m for m in self.brand.mailing_lists.values() if not m.deleted]
         shown = live[: self.fidelity.listing_cap]  # "only 10,000 at a time": the oldest
-        elements = [m.as_element(include_count=include_count) for m in shown]
-        return self.ok(paginate(request, elements, size, keep=("includeCount",)))
+        return self.ok(
+            paginate(
+                request,
+                shown,
+                size,
+                keep=("includeCount",),
+                render=lambda m: m.as_element(include_count=include_count),
+            )
+        )
 
     def get_mailing_list(self, request: Request) -> Response:
         return self.ok(self.mailing_list(request).as_element())
