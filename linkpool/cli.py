@@ -23,6 +23,7 @@ import httpx
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, load_settings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
+from linkpool.doctor import diagnose
 from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
@@ -341,6 +342,23 @@ def gc_orphans(
         click.echo(f"linkpool: gc: {error}", err=True)
     if report.errors:
         click.get_current_context().exit(EXIT_FAILURE)
+
+
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def doctor_command(ctx: click.Context, as_json: bool) -> None:
+    """Check the Qualtrics brand with reads only: whoami and its notice, the directory and
+    its list count against the 10,000 ceiling, each pool's survey. Exits 1 if a check failed."""
+    app = current_app(ctx)
+    with qualtrics_client(app) as client:
+        report = diagnose(app.settings, client)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        rows = [(check.name, check.status, check.found) for check in report.checks]
+        click.echo(format_table(("check", "status", "found"), rows))
+    ctx.exit(report.exit_code)
 
 
 @main.command("sync")

@@ -258,6 +258,12 @@ class QualtricsClient:
         """Who the token belongs to (``userId``, ``brandId``…): a cheap credentials check."""
         return self._result(api.WHOAMI)
 
+    def whoami_with_notice(self) -> tuple[str | None, dict[str, Any]]:
+        """``whoami``'s ``meta.notice`` (None without one) and its ``result``."""
+        envelope = self._call(api.WHOAMI)
+        notice = _object(envelope, "meta").get("notice")
+        return (self._redacted(notice) if notice else None), _result_of(envelope, api.WHOAMI)
+
     def check_access(self) -> Access:
         """Whether the token, ``base_url`` and ``directory_id`` work, in two cheap reads.
 
