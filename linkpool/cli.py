@@ -402,6 +402,13 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
 @click.option("--link-lag-fraction", default=0.0, type=float)
 @click.option("--exceeded-contact-frequency-rate", default=0.0, type=float)
 @click.option("--latency", default=0.0, type=float, help="Seconds added to every call.")
+@click.option(
+    "--links-contact-id",
+    type=click.Choice(["lookup", "contact"]),
+    help="What the links listing's contactId is: the list entry CGC_ (default) or CID_.",
+)
+@click.option("--account-time-zone", help="The zone a naive expirationDate is read in.")
+@click.option("--proxied-to", metavar="HOST", help="Act as a wrong datacenter naming HOST.")
 def simulator_command(
     host: str | None,
     port: int | None,
@@ -417,6 +424,9 @@ def simulator_command(
     link_lag_fraction: float,
     exceeded_contact_frequency_rate: float,
     latency: float,
+    links_contact_id: str | None,
+    account_time_zone: str | None,
+    proxied_to: str | None,
 ) -> None:
     """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account).
 
@@ -424,6 +434,7 @@ def simulator_command(
     """
     from linkpool.config import parse_duration
     from linkpool.simulator import Faults, Simulator, run_server
+    from linkpool.simulator.fidelity import Fidelity
 
     try:
         lag = parse_duration(link_lag) if link_lag else None
@@ -436,6 +447,13 @@ def simulator_command(
             exceeded_contact_frequency_rate=exceeded_contact_frequency_rate,
             latency=latency,
         )
+        fidelity = Fidelity(
+            **_given(
+                links_contact_id=links_contact_id,
+                account_time_zone=account_time_zone,
+                proxied_to=proxied_to,
+            )
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     simulator = Simulator(
@@ -445,7 +463,8 @@ def simulator_command(
             surveys=surveys or None,
             seed=seed,
             links_page_size=links_page_size,
-        )
+        ),
+        fidelity=fidelity,
     )
     simulator.faults = faults
     run_server(simulator, **_given(host=host, port=port), echo=click.echo)
