@@ -24,6 +24,7 @@ from linkpool import health
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, load_settings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
+from linkpool.doctor import diagnose
 from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
@@ -383,6 +384,23 @@ def gc_orphans(
         click.get_current_context().exit(EXIT_FAILURE)
 
 
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def doctor_command(ctx: click.Context, as_json: bool) -> None:
+    """Check the Qualtrics brand with reads only: whoami and its notice, the directory and
+    its list count against the 10,000 ceiling, each pool's survey. Exits 1 if a check failed."""
+    app = current_app(ctx)
+    with qualtrics_client(app) as client:
+        report = diagnose(app.settings, client)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        rows = [(check.name, check.status, check.found) for check in report.checks]
+        click.echo(format_table(("check", "status", "found"), rows))
+    ctx.exit(report.exit_code)
+
+
 @main.command("sync")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--retry-failed", is_flag=True, help="Queue failed write-backs again first.")
@@ -424,6 +442,13 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
 @click.option("--link-lag-fraction", default=0.0, type=float)
 @click.option("--exceeded-contact-frequency-rate", default=0.0, type=float)
 @click.option("--latency", default=0.0, type=float, help="Seconds added to every call.")
+@click.option(
+    "--links-contact-id",
+    type=click.Choice(["lookup", "contact"]),
+    help="What the links listing's contactId is: the list entry CGC_ (default) or CID_.",
+)
+@click.option("--account-time-zone", help="The zone a naive expirationDate is read in.")
+@click.option("--proxied-to", metavar="HOST", help="Act as a wrong datacenter naming HOST.")
 def simulator_command(
     host: str | None,
     port: int | None,
@@ -439,6 +464,9 @@ def simulator_command(
     link_lag_fraction: float,
     exceeded_contact_frequency_rate: float,
     latency: float,
+    links_contact_id: str | None,
+    account_time_zone: str | None,
+    proxied_to: str | None,
 ) -> None:
     """Serve the built-in Qualtrics simulator over HTTP (for trying linkpool without an account).
 
@@ -446,6 +474,7 @@ def simulator_command(
     """
     from linkpool.config import parse_duration
     from linkpool.simulator import Faults, Simulator, run_server
+    from linkpool.simulator.fidelity import Fidelity
 
     try:
         lag = parse_duration(link_lag) if link_lag else None
@@ -458,6 +487,13 @@ def simulator_command(
             exceeded_contact_frequency_rate=exceeded_contact_frequency_rate,
             latency=latency,
         )
+        fidelity = Fidelity(
+            **_given(
+                links_contact_id=links_contact_id,
+                account_time_zone=account_time_zone,
+                proxied_to=proxied_to,
+            )
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     simulator = Simulator(
@@ -467,7 +503,8 @@ def simulator_command(
             surveys=surveys or None,
             seed=seed,
             links_page_size=links_page_size,
-        )
+        ),
+        fidelity=fidelity,
     )
     simulator.faults = faults
     run_server(simulator, **_given(host=host, port=port), echo=click.echo)

@@ -42,6 +42,9 @@ MAX_DURATION = timedelta(days=3650)
 """No duration in linkpool means more than ten years; longer ones overflow dates and timeouts."""
 MAX_EMBEDDED_NAME = 200
 MAX_EMBEDDED_VALUE = 1024
+"""Embedded-data names and values in the directory ("Adding Directory Contacts")."""
+MAX_RESPONSE_VALUE = 1000
+"""Embedded-data values in a response update (``update-responses``)."""
 INTERVAL_SUFFIX = "_interval"
 
 _DURATION = re.compile(r"\s*(\d{1,12})\s*([smhd])\s*")
@@ -418,7 +421,16 @@ class QualtricsSettings:
     )
     requests_per_minute: int = setting(
         3000,
-        doc="client-side throttle across all threads (3,000 is the commonly cited brand limit)",
+        doc="client-side throttle across all threads (an assumption: 3,000 is the commonly "
+        "cited brand limit, not a documented one)",
+        kind=INTEGER,
+        low=1,
+        high=100_000,
+    )
+    links_requests_per_minute: int = setting(
+        500,
+        doc="client-side budget of the links listing, within `requests_per_minute` (an "
+        "assumption: 500 is cited by one source for that endpoint)",
         kind=INTEGER,
         low=1,
         high=100_000,
@@ -449,6 +461,14 @@ class QualtricsSettings:
         rule=re.compile(r"[A-Za-z0-9_.-]{1,40}"),
         rule_text="1 to 40 letters, digits, '-', '_' or '.' (no '/')",
         commented=True,
+    )
+    list_headroom: int = setting(
+        100,
+        doc="refill plans no new list once the directory's mailing-list listing shows more than "
+        "10,000 minus this many lists (Qualtrics lists at most 10,000)",
+        kind=INTEGER,
+        low=0,
+        high=9_000,
     )
 
     def __post_init__(self) -> None:

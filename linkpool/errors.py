@@ -189,5 +189,13 @@ class QualtricsUnreachable(QualtricsError):
     """Qualtrics cannot be reached: check the network, base_url or datacenter."""
 
 
+class WrongDatacenter(QualtricsError):
+    """Qualtrics proxied the request to another datacenter: set base_url to the host it names."""
+
+
+class ImportFailed(QualtricsError):
+    """A contact import ended as failed: the list is abandoned and replaced."""
+
+
 class OutcomeUnknown(QualtricsError):
     """A POST got no clear answer and may have taken effect: look up what it created."""

@@ -141,6 +141,8 @@ def collect(
     Raises LeaseHeld when another gc is running, LeaseLost if one takes over meanwhile.
     """
     report = GcReport(dry_run=dry_run)
+    if not dry_run:
+        client.verify_host()
     reaper = _Reaper(settings, client, store, clock, report, stale_after=stale_after, stop=stop)
     with client.tally(report.api_calls):
         if dry_run:

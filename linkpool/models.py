@@ -56,6 +56,9 @@ class ListState(StrEnum):
     """A list's provisioning states, in order; then its end states."""
 
     PLANNED = "planned"
+    # The create was sent (recorded before the POST): its answer may have been lost, so a
+    # resumed list is looked up by name before anything is created again.
+    CREATING = "creating"
     LIST_CREATED = "list_created"
     IMPORTING = "importing"
     IMPORTED = "imported"
@@ -69,9 +72,20 @@ class ListState(StrEnum):
     DELETED = "deleted"
 
     # Groups of states, not states (``nonmember``): written as the values they group.
-    PROVISIONING = nonmember(("planned", "list_created", "importing", "imported", "distributed"))
+    PROVISIONING = nonmember(
+        ("planned", "creating", "list_created", "importing", "imported", "distributed")
+    )
     LIVE = nonmember(
-        ("planned", "list_created", "importing", "imported", "distributed", "ready", "failed")
+        (
+            "planned",
+            "creating",
+            "list_created",
+            "importing",
+            "imported",
+            "distributed",
+            "ready",
+            "failed",
+        )
     )
 
 

@@ -12,7 +12,15 @@ from sqlalchemy.engine import Engine
 
 from linkpool.claimer import Claim
 from linkpool.clock import Clock, SystemClock
-from linkpool.config import PoolSettings, QualtricsSettings, Settings, SyncSettings, load_settings
+from linkpool.config import (
+    MAX_EMBEDDED_NAME,
+    MAX_RESPONSE_VALUE,
+    PoolSettings,
+    QualtricsSettings,
+    Settings,
+    SyncSettings,
+    load_settings,
+)
 from linkpool.db import check_migrated, create_engine
 from linkpool.errors import (
     ConfigError,
@@ -22,9 +30,9 @@ from linkpool.errors import (
     PoolExhausted,
     UnknownPool,
 )
-from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.client import QualtricsClient, normal_link
 from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, Store
-from linkpool.sync import write_back_claim
+from linkpool.sync import as_text, write_back_claim
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_RECIPIENT_LENGTH = 255
@@ -45,7 +53,26 @@ def canonical_json(data: Mapping[str, Any] | None) -> str | None:
         raise InvalidClaim(f"data is not JSON-serialisable: {exc}") from None
     if len(text.encode("utf-8")) > MAX_DATA_BYTES:
         raise InvalidClaim(f"data is larger than {MAX_DATA_BYTES // 1024} KiB once encoded as JSON")
+    check_embedded_data(data)
     return text
+
+
+def check_embedded_data(data: Mapping[str, Any]) -> None:
+    """Each key of ``data`` becomes an embedded-data field of the contact (and, later, of the
+    response): refuse now what Qualtrics would refuse at write-back. Names at most 200
+    characters; values, as written (``sync.as_text``), at most 1,000: the response update's
+    limit, below the directory's 1,024, so the data fits both."""
+    for key, value in data.items():
+        if len(key) > MAX_EMBEDDED_NAME:
+            raise InvalidClaim(
+                f"data key {key[:40]!r}… is {len(key)} characters long; Qualtrics takes "
+                f"embedded-data names of at most {MAX_EMBEDDED_NAME}"
+            )
+        if value is not None and len(as_text(value)) > MAX_RESPONSE_VALUE:
+            raise InvalidClaim(
+                f"data key {key!r} has a value of {len(as_text(value))} characters; Qualtrics "
+                f"takes embedded-data values of at most {MAX_RESPONSE_VALUE} (as text)"
+            )
 
 
 class LinkPool:
@@ -218,7 +245,7 @@ def _claim_from_record(record: ClaimRecord, *, replayed: bool = False) -> Claim:
         recipient=record.recipient,
         key=record.idempotency_key,
         data=json.loads(record.data) if record.data is not None else None,
-        url=record.url,
+        url=normal_link(record.url),  # stored before links were normalised on the way in
         expires_at=record.expires_at,
         contact_id=record.contact_id,
         contact_lookup_id=record.contact_lookup_id,

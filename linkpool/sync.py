@@ -35,7 +35,7 @@ from linkpool.errors import AuthError, BadRequest, NotFound, QualtricsError
 from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
 from linkpool.models import ListState, WriteBack
-from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.client import LOOKUP_PREFIX, QualtricsClient
 from linkpool.store import Store, WriteBackOutcome, WriteBackRecord
 
 logger = logging.getLogger("linkpool.sync")
@@ -106,6 +106,7 @@ def sync(
     AuthError (after saving what was done) when Qualtrics refuses the token. Once ``stop`` is
     set, no further write-back starts: the rest stay pending, as they were, for the next run."""
     report = SyncReport()
+    client.verify_host()
     writer = Writer(client, settings.pools, settings.sync, clock)
     workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
     stop = stop or threading.Event()
@@ -130,6 +131,7 @@ def sync(
                 break
             attempted.update(row.id for row in batch)
             results = list(pool.map(attempt, batch))
+            store.set_contact_ids(writer.take_resolved())
             _save(store, report, results)
             lease.renew()
     return report
@@ -150,7 +152,9 @@ def write_back_claim(
     row = store.writeback_of(link_id)
     if row is None or row.writeback != WriteBack.PENDING:
         return row is not None and row.writeback == WriteBack.DONE
-    result = Writer(client, pools, sync_settings, clock).attempt(row)
+    writer = Writer(client, pools, sync_settings, clock)
+    result = writer.attempt(row)
+    store.set_contact_ids(writer.take_resolved())
     if isinstance(result, AuthError):
         logger.warning("write-back of link %s left pending: %s", link_id, result)
         return False
@@ -192,6 +196,9 @@ class Writer:
         self.pools = pools
         self.settings = settings
         self.clock = clock
+        self._members: dict[str, dict[str, str]] = {}
+        self._resolved: dict[int, str] = {}
+        self._lock = threading.Lock()
 
     def attempt(self, row: WriteBackRecord) -> WriteBackOutcome | AuthError:
         """One PUT for one link. An AuthError is returned, not counted as an attempt: every
@@ -205,9 +212,8 @@ class Writer:
                 "before the write-back ran; the data stays in the ledger (see export)",
             )
         try:
-            self.client.update_contact(
-                row.mailing_list_id, row.contact_id, self.contact_fields(row)
-            )
+            contact_id = self.directory_contact(row, row.mailing_list_id)
+            self.client.update_contact(row.mailing_list_id, contact_id, self.contact_fields(row))
         except AuthError as exc:
             return exc
         except (BadRequest, NotFound) as exc:
@@ -215,6 +221,31 @@ class Writer:
         except QualtricsError as exc:
             return self.retry_later(row, attempts, str(exc))
         return WriteBackOutcome(row.id, WriteBack.DONE, attempts, None, None)
+
+    def directory_contact(self, row: WriteBackRecord, mailing_list_id: str) -> str:
+        """The ``CID_`` a write-back addresses. A link stored with the list entry (``CGC_``,
+        what the links listing may give) is matched by ``extRef`` in one pass over its
+        list's contacts, once per list per run; what is found is saved (``take_resolved``)."""
+        if not row.contact_id.startswith(LOOKUP_PREFIX):
+            return row.contact_id
+        with self._lock:
+            members = self._members.get(mailing_list_id)
+            if members is None:
+                members = self.client.contact_ids_by_ext_ref(mailing_list_id)
+                self._members[mailing_list_id] = members
+            contact_id = members.get(row.ext_ref)
+            if contact_id is None:
+                raise NotFound(
+                    f"no contact with extRef {row.ext_ref} in mailing list {mailing_list_id}"
+                )
+            self._resolved[row.id] = contact_id
+        return contact_id
+
+    def take_resolved(self) -> dict[int, str]:
+        """The directory contacts found since the last call: link id → ``CID_``."""
+        with self._lock:
+            resolved, self._resolved = self._resolved, {}
+        return resolved
 
     def contact_fields(self, row: WriteBackRecord) -> dict[str, Any]:
         """The PUT body: embedded data, plus the mapped contact fields if configured."""

@@ -12,7 +12,8 @@ from datetime import timedelta
 from linkpool.clock import Clock
 from linkpool.models import ListState
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.store import NewLink, Store
+from linkpool.refill.links import links_of, with_directory_contacts
+from linkpool.store import Store
 
 SURVEY_ID = "SV_SimSurvey0001"
 _ORDER = (
@@ -81,14 +82,9 @@ def _store_links(
 ) -> None:
     row = store.get_list(list_id)
     assert row.distribution_id is not None and row.expires_at is not None
-    new_links = [
-        NewLink(
-            ext_ref=element["externalDataReference"],
-            contact_id=element["contactId"],
-            contact_lookup_id="CGC_" + element["link"].split("_CGC_")[-1].split("&")[0],
-            url=element["link"],
-            expires_at=row.expires_at,
-        )
-        for element in client.iter_links(row.distribution_id, row.survey_id)
-    ]
+    assert row.mailing_list_id is not None
+    elements = list(client.iter_links(row.distribution_id, row.survey_id))
+    slots = {element["externalDataReference"] for element in elements}
+    found, _ = links_of(elements, slots, row.expires_at)
+    new_links = with_directory_contacts(client, row.mailing_list_id, found)
     assert store.finish_list(list_id, pool, new_links, now=clock.now(), shortfall=0)

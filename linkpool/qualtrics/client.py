@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,7 @@ from linkpool.clock import Clock, SystemClock, utc
 from linkpool.errors import (
     AuthError,
     BadRequest,
+    ImportFailed,
     NotFound,
     OutcomeUnknown,
     QualtricsError,
@@ -42,9 +44,14 @@ from linkpool.errors import (
     QualtricsUnreachable,
     RateLimited,
     ServerError,
+    WrongDatacenter,
 )
 from linkpool.qualtrics import endpoints as api
-from linkpool.qualtrics.endpoints import Endpoint
+from linkpool.qualtrics.endpoints import (
+    MAILING_LIST_LISTING_CAP,
+    MAX_CONTACTS_PAGE_SIZE,
+    Endpoint,
+)
 from linkpool.qualtrics.retry import (
     RetryPolicy,
     is_retryable_status,
@@ -58,7 +65,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("linkpool.qualtrics")
 
-EXPIRATION_FORMAT = "%Y-%m-%d %H:%M:%S"
+EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""ISO 8601 in UTC with ``Z``, as the reference's example: a naive ``YYYY-MM-DD HH:MM:SS`` is
+read in the account's time zone (a production pool's links expired 6 hours off)."""
+
+PROXIED_NOTICE = re.compile(r"use this host instead:\s*([A-Za-z0-9.-]+)", re.IGNORECASE)
+"""The ``meta.notice`` of a request sent to the wrong datacenter names the right host."""
+
+FAILED_IMPORT_STATUSES = frozenset(
+    {"failed", "failure", "error", "cancelled", "canceled", "aborted"}
+)
+"""Import ``status`` values (free text, no documented enum) that end the wait at once."""
 
 try:
     __version__ = version("linkpool")
@@ -67,28 +84,41 @@ except PackageNotFoundError:
 
 USER_AGENT = f"linkpool/{__version__}"
 
+CONTACT_PREFIX = "CID_"
+"""A directory contact: what a contact update addresses."""
+LOOKUP_PREFIX = "CGC_"
+"""A contact's entry in one list: what the links listing's ``contactId`` may be instead."""
+
 
 @dataclass(frozen=True)
 class ImportJob:
-    """A started bulk import: its id and the indexes of the contacts Qualtrics refused outright."""
+    """A started bulk import: its id and the contacts Qualtrics refused outright.
+
+    ``unprocessed`` holds one entry per refused contact: its index when Qualtrics gave one
+    (the docs say indexes), else None (the generated client types the entries as objects)."""
 
     id: str
-    unprocessed: list[int] = field(default_factory=list)
+    unprocessed: list[int | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ImportStatus:
-    """How far a bulk import got."""
+    """How far a bulk import got. The poll answer has no ``unprocessed``: only the 202 does."""
 
-    percent_complete: int
+    percent_complete: float
     added: int
     updated: int
     failed: int
-    unprocessed: list[int] = field(default_factory=list)
+    status: str = ""
+    """Free text: Qualtrics documents no enum for it."""
 
     @property
     def complete(self) -> bool:
         return self.percent_complete >= 100
+
+    @property
+    def has_failed(self) -> bool:
+        return self.status.strip().lower() in FAILED_IMPORT_STATUSES
 
 
 @dataclass(frozen=True)
@@ -101,6 +131,10 @@ class Access:
     notice: str | None
     """``meta.notice``, e.g. that the request was proxied from another datacenter (where GETs
     work but POSTs may fail): worth showing to whoever set ``base_url``."""
+
+
+TRANSIENT_ERRORS = (RateLimited, ServerError, QualtricsTimeout, QualtricsUnreachable)
+"""What trying again later can fix."""
 
 
 class _Tallies(threading.local):
@@ -126,6 +160,7 @@ class QualtricsClient:
         directory_id: str,
         timeout: float = 30.0,
         requests_per_minute: int = 3000,
+        links_requests_per_minute: int | None = 500,
         max_concurrency: int = 4,
         max_retries: int = 5,
         transport: httpx.BaseTransport | None = None,
@@ -143,7 +178,12 @@ class QualtricsClient:
             requests_per_minute=requests_per_minute,
             max_concurrency=max_concurrency,
             clock=self._clock,
+            endpoint_budgets=(
+                {api.LIST_LINKS.key: links_requests_per_minute} if links_requests_per_minute else {}
+            ),
         )
+        self._access: Access | None = None
+        self._access_lock = threading.Lock()
         self._calls_lock = threading.Lock()
         self._tallies = _Tallies()
         self._http = httpx.Client(
@@ -172,6 +212,7 @@ class QualtricsClient:
             directory_id=settings.directory_id,
             timeout=settings.timeout,
             requests_per_minute=settings.requests_per_minute,
+            links_requests_per_minute=settings.links_requests_per_minute,
             max_concurrency=settings.max_concurrency,
             max_retries=settings.max_retries,
             transport=transport,
@@ -217,6 +258,12 @@ class QualtricsClient:
         """Who the token belongs to (``userId``, ``brandId``…): a cheap credentials check."""
         return self._result(api.WHOAMI)
 
+    def whoami_with_notice(self) -> tuple[str | None, dict[str, Any]]:
+        """``whoami``'s ``meta.notice`` (None without one) and its ``result``."""
+        envelope = self._call(api.WHOAMI)
+        notice = _object(envelope, "meta").get("notice")
+        return (self._redacted(notice) if notice else None), _result_of(envelope, api.WHOAMI)
+
     def check_access(self) -> Access:
         """Whether the token, ``base_url`` and ``directory_id`` work, in two cheap reads.
 
@@ -236,6 +283,35 @@ class QualtricsClient:
             notice=str(notice) if notice else None,
         )
 
+    def verify_host(self) -> Access | None:
+        """``check_access`` once per client: raise WrongDatacenter when Qualtrics says the
+        requests are proxied to another host (GETs would work, POSTs fail with 400), and log
+        any other notice. Jobs call it first; later calls return the first answer.
+
+        A refused token or directory raises; a transient failure (429, 5xx, timeout, no
+        connection) is logged and returns None, to be checked again next time: the job's own
+        calls then meet it and handle it as they do."""
+        with self._access_lock:
+            if self._access is None:
+                try:
+                    access = self.check_access()
+                except TRANSIENT_ERRORS as exc:
+                    logger.warning("could not check the Qualtrics host yet: %s", exc)
+                    return None
+                if access.notice:
+                    host = proxied_host(access.notice)
+                    if host is not None:
+                        raise WrongDatacenter(
+                            f"Qualtrics proxied the request from {self._http.base_url.host} "
+                            f"to another datacenter: set [qualtrics] base_url to "
+                            f"https://{host}/API/v3 (POSTs to the wrong host fail with 400)",
+                            method=api.WHOAMI.method,
+                            endpoint=api.WHOAMI.path,
+                        )
+                    logger.warning("Qualtrics notice: %s", self._redacted(access.notice))
+                self._access = access
+            return self._access
+
     def create_mailing_list(self, name: str) -> str:
         """Create a mailing list in the directory; returns its ``CG_`` id."""
         return self._created_id(api.CREATE_MAILING_LIST, json={"name": name})
@@ -254,8 +330,27 @@ class QualtricsClient:
         return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
     def iter_mailing_lists(self) -> Iterator[dict[str, Any]]:
-        """Every mailing list in the directory (``mailingListId``, ``name``, …), page by page."""
+        """The directory's mailing lists (``mailingListId``, ``name``, …), page by page.
+
+        Qualtrics lists at most ``MAILING_LIST_LISTING_CAP`` (10,000) of them "at a time": a
+        directory holding more shows only some. See ``find_mailing_list``."""
         return self._paginate(api.LIST_MAILING_LISTS)
+
+    def find_mailing_list(self, name: str) -> ListLookup:
+        """Look a list up by its exact name, walking every page (no name filter is documented).
+
+        ``ListLookup.capped`` says the listing stopped at the cap without finding it: the list
+        may still exist beyond what Qualtrics shows, so "not found" is not proof."""
+        seen = 0
+        for element in self.iter_mailing_lists():
+            seen += 1
+            if element.get("name") == name:
+                return ListLookup(mailing_list_id=str(element["mailingListId"]), seen=seen)
+        return ListLookup(mailing_list_id=None, seen=seen)
+
+    def count_mailing_lists(self) -> int:
+        """How many lists the directory's listing shows (at most the 10,000 cap)."""
+        return sum(1 for _ in self.iter_mailing_lists())
 
     def delete_mailing_list(self, mailing_list_id: str) -> None:
         """Delete a list (and so break its links). A 404 raises NotFound: the caller decides."""
@@ -269,7 +364,21 @@ class QualtricsClient:
         self._call(api.UPDATE_CONTACT, ids, json=dict(fields))
 
     def iter_contacts(self, mailing_list_id: str) -> Iterator[dict[str, Any]]:
-        return self._paginate(api.LIST_CONTACTS, {"mailingListId": mailing_list_id})
+        """A list's members (``id`` or ``contactId``: the ``CID_``; ``extRef``…), 50 a page."""
+        ids = {"mailingListId": mailing_list_id}
+        params = {"pageSize": str(MAX_CONTACTS_PAGE_SIZE)}
+        return self._paginate(api.LIST_CONTACTS, ids, params=params)
+
+    def contact_ids_by_ext_ref(self, mailing_list_id: str) -> dict[str, str]:
+        """extRef → directory contact id (``CID_``) of a list's members, in one pass
+        (``ceil(members / 50)`` calls)."""
+        found: dict[str, str] = {}
+        for member in self.iter_contacts(mailing_list_id):
+            ext_ref = member.get("extRef")
+            contact_id = member.get("contactId") or member.get("id")
+            if isinstance(ext_ref, str) and isinstance(contact_id, str):
+                found[ext_ref] = contact_id
+        return found
 
     def delete_contact(self, mailing_list_id: str, contact_id: str) -> None:
         """Remove a contact from a list; it stays in the directory."""
@@ -295,11 +404,11 @@ class QualtricsClient:
         contacts = result.get("contacts") or {}
         count = contacts.get("count") or {}
         return ImportStatus(
-            percent_complete=int(result.get("percentComplete") or 0),
+            percent_complete=float(result.get("percentComplete") or 0),
             added=int(count.get("added") or 0),
             updated=int(count.get("updated") or 0),
             failed=int(count.get("failed") or 0),
-            unprocessed=_unprocessed(result),
+            status=str(result.get("status") or ""),
         )
 
     def wait_for_import(
@@ -312,18 +421,26 @@ class QualtricsClient:
     ) -> ImportStatus:
         """Poll an import (sleeping on the clock) until it is complete.
 
-        Raises QualtricsTimeout if it is not complete after ``timeout`` seconds of clock time.
+        Raises ImportFailed at once when its ``status`` says it failed, and QualtricsTimeout
+        if it is not complete after ``timeout`` seconds of clock time.
         """
         deadline = self._clock.monotonic() + timeout
         while True:
             status = self.get_import(mailing_list_id, import_id)
+            if status.has_failed:
+                raise ImportFailed(
+                    f"import {import_id} into mailing list {mailing_list_id} ended with "
+                    f"status {status.status!r} at {status.percent_complete:g}%",
+                    method=api.GET_IMPORT.method,
+                    endpoint=api.GET_IMPORT.path,
+                )
             if status.complete:
                 return status
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 raise QualtricsTimeout(
                     f"import {import_id} into mailing list {mailing_list_id} was still at "
-                    f"{status.percent_complete}% after {timeout:g}s; it may finish later: "
+                    f"{status.percent_complete:g}% after {timeout:g}s; it may finish later: "
                     "check it again or raise the timeout",
                     method=api.GET_IMPORT.method,
                     endpoint=api.GET_IMPORT.path,
@@ -358,9 +475,19 @@ class QualtricsClient:
         self._call(api.DELETE_DISTRIBUTION, {"distributionId": distribution_id})
 
     def iter_links(self, distribution_id: str, survey_id: str) -> Iterator[dict[str, Any]]:
-        """The raw link elements of a distribution. The listing is eventually consistent."""
+        """The link elements of a distribution, each ``link`` normalised (``normal_link``).
+
+        The listing is eventually consistent, and every read counts toward the contacts'
+        contact-frequency rules: read it again only while links are missing."""
         ids = {"distributionId": distribution_id}
-        return self._paginate(api.LIST_LINKS, ids, params={"surveyId": survey_id})
+        for element in self._paginate(api.LIST_LINKS, ids, params={"surveyId": survey_id}):
+            if isinstance(element.get("link"), str):
+                element = {**element, "link": normal_link(element["link"])}
+            yield element
+
+    def get_survey(self, survey_id: str) -> dict[str, Any]:
+        """A survey's metadata (``name``, ``isActive``…): whether links can be made for it."""
+        return self._result(api.GET_SURVEY, {"surveyId": survey_id})
 
     # --- envelope ---
 
@@ -452,7 +579,7 @@ class QualtricsClient:
         params: Mapping[str, str] | None,
         attempt: int,
     ) -> httpx.Response:
-        with self._throttle.slot():
+        with self._throttle.slot(endpoint.key):
             self._count(endpoint.key)
             try:
                 response = self._http.request(endpoint.method, url, json=json, params=params)
@@ -552,6 +679,38 @@ class QualtricsClient:
         return str(value).replace(self._token, "[token]") if self._token else str(value)
 
 
+@dataclass(frozen=True)
+class ListLookup:
+    """What ``find_mailing_list`` found: the id, or None after ``seen`` lists."""
+
+    mailing_list_id: str | None
+    seen: int
+
+    @property
+    def capped(self) -> bool:
+        """Not found, and the listing showed as many lists as it ever shows: inconclusive."""
+        return self.mailing_list_id is None and self.seen >= MAILING_LIST_LISTING_CAP
+
+
+def proxied_host(notice: str) -> str | None:
+    """The host a "Request proxied … use this host instead: X" notice names, or None."""
+    match = PROXIED_NOTICE.search(notice)
+    return match.group(1).rstrip(".") if match else None
+
+
+_DOUBLED_SLASHES = re.compile(r"(?<!:)/{2,}")
+
+
+def normal_link(url: str) -> str:
+    """``url`` with doubled slashes in its path made single (``…qualtrics.com//jfe/form/…``
+    has been seen); the scheme's ``//`` and the query string are left alone."""
+    head, separator, query = url.partition("?")
+    scheme, colon, rest = head.partition("://")
+    if not colon:
+        return url
+    return f"{scheme}://{_DOUBLED_SLASHES.sub('/', rest)}{separator}{query}"
+
+
 def _error_type(status: int) -> type[QualtricsError]:
     if status in (401, 403):
         return AuthError
@@ -621,7 +780,16 @@ def _optional_str(result: Mapping[str, Any], key: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def _unprocessed(result: Mapping[str, Any]) -> list[int]:
+def _unprocessed(result: Mapping[str, Any]) -> list[int | None]:
+    """The 202's ``contacts.unprocessed``: indexes, or objects (with an ``index`` if any)."""
     contacts = result.get("contacts")
-    indexes = contacts.get("unprocessed") if isinstance(contacts, dict) else None
-    return [int(index) for index in indexes or []]
+    entries = contacts.get("unprocessed") if isinstance(contacts, dict) else None
+    return [_index_of(entry) for entry in entries or []]
+
+
+def _index_of(entry: Any) -> int | None:
+    if isinstance(entry, dict):
+        entry = entry.get("index", entry.get("contactIndex"))
+    if isinstance(entry, int | str) and str(entry).isdigit():
+        return int(entry)
+    return None

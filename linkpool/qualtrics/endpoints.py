@@ -76,6 +76,7 @@ LIST_DISTRIBUTIONS: Final = Endpoint("GET", "/distributions")
 GET_DISTRIBUTION: Final = Endpoint("GET", _DISTRIBUTION)
 DELETE_DISTRIBUTION: Final = Endpoint("DELETE", _DISTRIBUTION)
 LIST_LINKS: Final = Endpoint("GET", _DISTRIBUTION + "/links")
+GET_SURVEY: Final = Endpoint("GET", "/surveys/{surveyId}")
 
 ENDPOINTS: Final[Mapping[str, Endpoint]] = MappingProxyType(
     {
@@ -95,6 +96,7 @@ ENDPOINTS: Final[Mapping[str, Endpoint]] = MappingProxyType(
         "get_distribution": GET_DISTRIBUTION,
         "delete_distribution": DELETE_DISTRIBUTION,
         "list_links": LIST_LINKS,
+        "get_survey": GET_SURVEY,
     }
 )
 """Every endpoint the client calls, by name (the name of the constant, lower-cased)."""

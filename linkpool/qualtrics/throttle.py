@@ -7,7 +7,7 @@ client as a whole, not per thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from linkpool.clock import Clock
@@ -66,19 +66,36 @@ class TokenBucket:
 class Throttle:
     """The rate limit and the cap on concurrent requests, together."""
 
-    def __init__(self, *, requests_per_minute: int, max_concurrency: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        requests_per_minute: int,
+        max_concurrency: int,
+        clock: Clock,
+        endpoint_budgets: Mapping[str, int] | None = None,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.bucket = TokenBucket(requests_per_minute, clock)
+        self.endpoint_buckets = {
+            key: TokenBucket(budget, clock) for key, budget in (endpoint_budgets or {}).items()
+        }
+        """Per-endpoint budgets (keyed by ``Endpoint.key``), on top of the shared one."""
         self.max_concurrency = max_concurrency
         self._in_flight = threading.BoundedSemaphore(max_concurrency)
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one of ``max_concurrency`` slots and one rate token for a single HTTP attempt.
+    def slot(self, endpoint_key: str | None = None) -> Iterator[None]:
+        """Hold one of ``max_concurrency`` slots and one rate token for a single HTTP attempt
+        (and one of the endpoint's own budget, if it has one).
 
-        The slot is taken first so the request goes out as soon as its token is due.
+        The endpoint's token is waited for before a slot is taken, so a call held back by its
+        endpoint's budget does not keep other calls out; the shared token after the slot, so
+        the request goes out as soon as it is due.
         """
+        endpoint_bucket = self.endpoint_buckets.get(endpoint_key or "")
+        if endpoint_bucket is not None:
+            endpoint_bucket.acquire()
         with self._in_flight:
             self.bucket.acquire()
             yield

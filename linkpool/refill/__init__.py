@@ -9,11 +9,15 @@ For each pool, under the lease ``refill:<pool>`` (so one process at a time works
    bounds (``[refill] max_lists_per_run``, ``max_calls_per_run``) are reached. A pool left
    below ``low_water`` is reported as an error (exit 1).
 
-A list moves planned → list_created → importing → imported → distributed → ready. Its row is
+A list moves planned → creating → list_created → importing → imported → distributed → ready. Its row is
 written before and after every API call, so a run that dies anywhere leaves a row saying what may
 exist on Qualtrics, and the next run picks up from there:
 
-- ``planned``: the list is looked up by its unique name, and created only if it is not there;
+- ``planned``: the list is created (nothing was sent for it yet);
+- ``creating``: the create was sent (the state is written before the POST) and its answer may
+  be lost: the list is looked up by its unique name, walking the directory's listing, and
+  created again only if the listing showed every list without it. A listing at Qualtrics'
+  10,000-list cap proves nothing: the list is then marked failed for the operator to check;
 - ``list_created``: the contacts are imported;
 - ``importing``: the import is awaited by its stored id. Without an id (the POST's answer was
   lost) or midway through an import of several parts, the list's contact count
@@ -47,6 +51,7 @@ from linkpool.config import PoolSettings, Settings
 from linkpool.errors import UnknownPool
 from linkpool.job import JobContext
 from linkpool.qualtrics.client import QualtricsClient
+from linkpool.refill.ceiling import ListCeiling
 from linkpool.refill.estimate import dry_run as dry_run_pool
 from linkpool.refill.estimate import estimate_calls, lists_needed
 from linkpool.refill.machine import (
@@ -95,6 +100,7 @@ def refill(
     if client is None:
         raise ValueError("refill needs a Qualtrics client unless dry_run is set")
     qualtrics = settings.require_qualtrics()
+    client.verify_host()
     run = RefillRun(
         client=client,
         store=store,
@@ -105,6 +111,7 @@ def refill(
         links_wait=links_wait,
         stop=stop or threading.Event(),
         bounds=settings.refill,
+        ceiling=ListCeiling(client, qualtrics.list_headroom),
     )
     with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="refill") as executor:
         futures = [executor.submit(PoolRefill(run, settings).run) for settings in pools]

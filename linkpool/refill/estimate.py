@@ -12,7 +12,10 @@ from linkpool.qualtrics.endpoints import (
     CREATE_DISTRIBUTION,
     CREATE_MAILING_LIST,
     GET_IMPORT,
+    LIST_CONTACTS,
     LIST_LINKS,
+    LIST_MAILING_LISTS,
+    MAX_CONTACTS_PAGE_SIZE,
     START_IMPORT,
 )
 from linkpool.refill.naming import new_list_name
@@ -52,8 +55,12 @@ def estimate_calls(pool: PoolSettings, lists: int) -> Counter[str]:
         GET_IMPORT: imports,
         CREATE_DISTRIBUTION: 1,
         LIST_LINKS: math.ceil(pool.list_size / LINKS_PAGE_SIZE_GUESS),
+        # the links listing may give list entries (CGC_): one pass finds the contacts (CID_)
+        LIST_CONTACTS: math.ceil(pool.list_size / MAX_CONTACTS_PAGE_SIZE),
     }
-    return Counter({endpoint.key: count * lists for endpoint, count in per_list.items()})
+    calls = Counter({endpoint.key: count * lists for endpoint, count in per_list.items()})
+    calls[LIST_MAILING_LISTS.key] += 1  # the ceiling check: a page of 100 lists at least
+    return calls
 
 
 def dry_run(store: Store, clock: Clock, pool: PoolSettings, max_lists: int) -> PoolReport:

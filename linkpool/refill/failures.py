@@ -9,6 +9,10 @@ class CannotComplete(LinkPoolError):
     """A list cannot be completed: abandon it."""
 
 
+class LeftForOperator(LinkPoolError):
+    """Whether a list exists on Qualtrics cannot be told: mark it failed, create nothing."""
+
+
 class Stopped(LinkPoolError):
     """Refill was asked to stop (shutdown): the next run resumes this list."""
 

@@ -6,29 +6,38 @@ See ``linkpool.refill`` for the states and how a crash at any point is resumed.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from linkpool.clock import Clock, utc
+from linkpool.clock import Clock
 from linkpool.config import PoolSettings, RefillSettings
 from linkpool.errors import (
     BadRequest,
+    ImportFailed,
     LinkPoolError,
     NotFound,
     OutcomeUnknown,
     QualtricsError,
+    QualtricsUnreachable,
     RateLimited,
 )
 from linkpool.lease import Lease
 from linkpool.models import ListState
-from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.client import ImportStatus, QualtricsClient
+from linkpool.refill.ceiling import ListCeiling, NearListCeiling
 from linkpool.refill.estimate import lists_needed, lists_to_target
-from linkpool.refill.failures import PERMANENT, CannotComplete, ListTaken, Stopped
+from linkpool.refill.failures import (
+    PERMANENT,
+    CannotComplete,
+    LeftForOperator,
+    ListTaken,
+    Stopped,
+)
+from linkpool.refill.links import links_of, with_directory_contacts
 from linkpool.refill.naming import new_list_name, refill_lease_name, slot_key
 from linkpool.refill.reports import PoolReport
 from linkpool.refill.requests import import_batches, placeholder_contacts
@@ -41,15 +50,16 @@ LEASE_TTL = timedelta(minutes=15)
 IMPORT_TIMEOUT = 600.0
 LINKS_WAIT = timedelta(minutes=5)
 """How long to keep re-reading a links listing that has fewer links than the list has contacts."""
+LINKS_MAX_READS = 10
+"""At most this many reads of one list's links per run: each read counts toward the contacts'
+contact-frequency rules, so a listing that stays short is accepted (the shortfall reported)."""
 LINKS_FIRST_DELAY = 1.0
-LINKS_MAX_DELAY = 30.0
+LINKS_MAX_DELAY = 60.0
 LOST_IMPORT_WAIT = timedelta(minutes=2)
 """How long to watch a list's contact count after an import whose answer was lost."""
 
 Progress = Callable[[int, int], None]
 """Called with (links done, links planned) across all pools as a refill advances."""
-
-_LOOKUP_ID = re.compile(r"(CGC_[A-Za-z0-9]+)")
 
 
 class ProgressTotals:
@@ -84,6 +94,7 @@ class RefillRun:
     links_wait: timedelta
     stop: threading.Event
     bounds: RefillSettings
+    ceiling: ListCeiling
 
 
 class PoolRefill:
@@ -140,6 +151,11 @@ class PoolRefill:
             count = min(lists_to_target(self.pool, self._claimable()), self._lists_left())
             if count <= 0 or self._calls_used() >= self.ctx.bounds.max_calls_per_run:
                 return
+            try:
+                count = self.ctx.ceiling.reserve(count)
+            except NearListCeiling as exc:
+                self._error(exc)
+                return
             with self._lock:
                 self.report.lists_planned += count
                 self.report.links_planned += count * self.pool.list_size
@@ -187,13 +203,8 @@ class PoolRefill:
     # --- resuming ---
 
     def _resume(self, unfinished: list[ListRecord]) -> None:
-        """Settle the lists whose last POST may have taken effect, then drive them all on."""
-        planned = [row for row in unfinished if row.state == ListState.PLANNED]
-        if planned:
-            found = self._find_mailing_lists({row.name for row in planned})
-            for row in planned:
-                if row.name in found:
-                    self._advance(row, ListState.LIST_CREATED, mailing_list_id=found[row.name])
+        """Settle the distributions whose POST may have taken effect, then drive every list on
+        (a list whose create may have taken effect is settled by its ``creating`` step)."""
         imported = [row for row in unfinished if row.state == ListState.IMPORTED]
         for survey_id in sorted({row.survey_id for row in imported}):
             rows = [row for row in imported if row.survey_id == survey_id]
@@ -203,15 +214,32 @@ class PoolRefill:
                     self._advance(row, ListState.DISTRIBUTED, distribution_id=found[row.name])
         self._provision_all([row.id for row in unfinished])
 
-    def _find_mailing_lists(self, names: set[str]) -> dict[str, str]:
-        """name → mailing list id, for those of ``names`` that exist in the directory."""
-        found: dict[str, str] = {}
-        for element in self.client.iter_mailing_lists():
-            if element.get("name") in names:
-                found[element["name"]] = element["mailingListId"]
-                if len(found) == len(names):
-                    break
-        return found
+    def _settle_create(self, row: ListRecord) -> None:
+        """A create that was sent and never answered: carry on with the list of its name, or
+        plan it afresh when the listing showed every list and it is not there. A listing at
+        its cap proves nothing: the list is left for the operator, never created twice."""
+        try:
+            self._advance(row, ListState.LIST_CREATED, mailing_list_id=self._lookup(row.name))
+        except CannotComplete:
+            self._advance(row, ListState.PLANNED)
+        except LeftForOperator as exc:
+            self._leave_for_operator(row.id, exc)
+
+    def _lookup(self, name: str) -> str:
+        """The id of the list named ``name``; CannotComplete when certainly absent,
+        LeftForOperator when the listing was capped before it was found."""
+        lookup = self.client.find_mailing_list(name)
+        if lookup.mailing_list_id is not None:
+            return lookup.mailing_list_id
+        if lookup.capped:
+            raise LeftForOperator(
+                f"its create got no answer and the directory's listing stops at "
+                f"{lookup.seen:,} lists without it: it may exist as {name!r}. Find it in "
+                "Qualtrics and delete it if it is there; linkpool will not create it twice"
+            )
+        raise CannotComplete(
+            "creating the mailing list got no answer and no list of its name exists"
+        )
 
     def _find_distributions(self, survey_id: str, descriptions: set[str]) -> dict[str, str]:
         """description → distribution id, for those of ``descriptions`` that exist."""
@@ -239,6 +267,8 @@ class PoolRefill:
         with self.client.tally(self.report.api_calls):  # a worker thread: its calls count too
             try:
                 self._provision(list_id)
+            except LeftForOperator as exc:
+                self._leave_for_operator(list_id, exc)
             except ListTaken:
                 logger.warning(
                     "refill %s: list %d was taken by another job", self.pool.name, list_id
@@ -255,6 +285,7 @@ class PoolRefill:
     def _provision(self, list_id: int) -> None:
         steps: dict[str, Callable[[ListRecord], None]] = {
             ListState.PLANNED: self._create_list,
+            ListState.CREATING: self._settle_create,
             ListState.LIST_CREATED: self._import_contacts,
             ListState.IMPORTING: self._resume_import,
             ListState.IMPORTED: self._distribute,
@@ -267,15 +298,15 @@ class PoolRefill:
             row = self.store.get_list(list_id)
 
     def _create_list(self, row: ListRecord) -> None:
+        self._advance(row, ListState.CREATING)
+        row = self.store.get_list(row.id)
         try:
             mailing_list_id = self.client.create_mailing_list(row.name)
         except OutcomeUnknown:
-            found = self._find_mailing_lists({row.name})
-            if row.name not in found:
-                raise CannotComplete(
-                    "creating the mailing list got no answer and no list of its name exists"
-                ) from None
-            mailing_list_id = found[row.name]
+            mailing_list_id = self._lookup(row.name)
+        except (BadRequest, NotFound, RateLimited, QualtricsUnreachable):
+            self._advance(row, ListState.PLANNED)  # refused or never sent: nothing was created
+            raise
         with self._lock:
             self.report.lists_created += 1
         self._advance(row, ListState.LIST_CREATED, mailing_list_id=mailing_list_id)
@@ -301,9 +332,7 @@ class PoolRefill:
                 raise
             self._advance(row, ListState.IMPORTING, import_id=job.id)
             row = self.store.get_list(row.id)  # its import_id now says a part went in
-            status = self.client.wait_for_import(
-                _known(row.mailing_list_id), job.id, timeout=IMPORT_TIMEOUT
-            )
+            status = self._wait_for_import(row, job.id)
             refused += len(job.unprocessed) + status.failed
         self.expected_links[row.id] = row.size - refused
         self._advance(row, ListState.IMPORTED)
@@ -340,11 +369,19 @@ class PoolRefill:
             self._await_contact_count(row, row.size)
             self._advance(row, ListState.IMPORTED)
             return
-        status = self.client.wait_for_import(
-            _known(row.mailing_list_id), row.import_id, timeout=IMPORT_TIMEOUT
-        )
-        self.expected_links[row.id] = row.size - status.failed - len(status.unprocessed)
+        status = self._wait_for_import(row, row.import_id)
+        # The poll answer has no ``unprocessed`` (only the lost 202 had): expect every slot
+        # but the failed ones, and let the links wait settle the rest.
+        self.expected_links[row.id] = row.size - status.failed
         self._advance(row, ListState.IMPORTED)
+
+    def _wait_for_import(self, row: ListRecord, import_id: str) -> ImportStatus:
+        try:
+            return self.client.wait_for_import(
+                _known(row.mailing_list_id), import_id, timeout=IMPORT_TIMEOUT
+            )
+        except ImportFailed as exc:
+            raise CannotComplete(str(exc)) from None
 
     def _distribute(self, row: ListRecord) -> None:
         expires_at = (self.clock.now() + self.pool.link_ttl).replace(microsecond=0)
@@ -374,10 +411,12 @@ class PoolRefill:
         expected = self.expected_links.get(row.id, row.size)
         deadline = self.clock.monotonic() + self.ctx.links_wait.total_seconds()
         delay = LINKS_FIRST_DELAY
+        reads = 0
         while True:
             links, skipped = self._read_links(row, slots)
+            reads += 1
             remaining = deadline - self.clock.monotonic()
-            if len(links) + skipped >= expected or remaining <= 0:
+            if len(links) + skipped >= expected or remaining <= 0 or reads >= LINKS_MAX_READS:
                 break
             logger.info(
                 "refill %s: list %d has %d of %d links so far; reading again in %.0fs",
@@ -390,6 +429,7 @@ class PoolRefill:
             self.clock.sleep(min(delay, remaining))
             delay = min(delay * 2, LINKS_MAX_DELAY)
             self._between_steps()
+        links = with_directory_contacts(self.client, _known(row.mailing_list_id), links)
         shortfall = row.size - len(links)
         if not self.store.finish_list(
             row.id, self.pool.name, links, now=self.clock.now(), shortfall=shortfall
@@ -411,34 +451,8 @@ class PoolRefill:
 
     def _read_links(self, row: ListRecord, slots: set[str]) -> tuple[list[NewLink], int]:
         """The usable links of a list's slots, and how many were skipped for contact frequency."""
-        links: list[NewLink] = []
-        seen: set[str] = set()
-        skipped = 0
-        for element in self.client.iter_links(_known(row.distribution_id), row.survey_id):
-            slot = element.get("externalDataReference")
-            if slot not in slots or slot in seen:
-                continue
-            seen.add(slot)
-            if element.get("exceededContactFrequency"):
-                skipped += 1
-                continue
-            url, contact_id = element.get("link"), element.get("contactId")
-            if not url or not contact_id:
-                continue
-            lookup = _LOOKUP_ID.search(url)
-            expires_at = _parse_time(element.get("linkExpiration")) or row.expires_at
-            if expires_at is None:
-                continue  # a distributed list always has its expiry; a link without one is unusable
-            links.append(
-                NewLink(
-                    ext_ref=slot,
-                    contact_id=contact_id,
-                    contact_lookup_id=lookup.group(1) if lookup else None,
-                    url=url,
-                    expires_at=expires_at,
-                )
-            )
-        return links, skipped
+        elements = self.client.iter_links(_known(row.distribution_id), row.survey_id)
+        return links_of(elements, slots, row.expires_at)
 
     # --- failure ---
 
@@ -463,6 +477,21 @@ class PoolRefill:
             logger.warning("refill %s: list %d abandoned: %s", self.pool.name, list_id, error)
         else:
             self._error(error, list_id)
+
+    def _leave_for_operator(self, list_id: int, error: LeftForOperator) -> None:
+        """Mark the list failed with what the operator must check; delete nothing (its id is
+        unknown) and report the run as failed."""
+        row = self.store.get_list(list_id)
+        self.store.advance_list(
+            list_id,
+            expected_state=row.state,
+            now=self.clock.now(),
+            state=ListState.FAILED,
+            last_error=str(error),
+        )
+        with self._lock:
+            self.report.lists_failed += 1
+        self._error(error, list_id)
 
     def _delete_on_qualtrics(self, row: ListRecord) -> bool:
         deletions = (
@@ -550,14 +579,4 @@ def _known(qualtrics_id: str | None) -> str:
     return qualtrics_id
 
 
-def _parse_time(value: Any) -> datetime | None:
-    """Qualtrics times: ISO 8601 with ``Z``, or ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-__all__ = ["LINKS_WAIT", "PoolRefill", "Progress", "ProgressTotals", "RefillRun"]
+__all__ = ["LINKS_MAX_READS", "LINKS_WAIT", "PoolRefill", "Progress", "ProgressTotals", "RefillRun"]

@@ -9,17 +9,19 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from linkpool.clock import Clock
+from linkpool.config import MAX_EMBEDDED_NAME, MAX_EMBEDDED_VALUE
 from linkpool.qualtrics import endpoints as api
 from linkpool.qualtrics.endpoints import (
-    MAILING_LIST_LISTING_CAP,
     MAX_CONTACTS_PAGE_SIZE,
     MAX_IMPORT_BYTES,
     MAX_IMPORT_CONTACTS,
     Endpoint,
 )
 from linkpool.simulator.faults import Faults
+from linkpool.simulator.fidelity import Fidelity
 from linkpool.simulator.http import (
     Handler,
     JsonObject,
@@ -38,6 +40,7 @@ from linkpool.simulator.http import (
 )
 from linkpool.simulator.state import (
     CONTACT_FIELDS,
+    IMPORT_CONTACT_FIELDS,
     Brand,
     Contact,
     Distribution,
@@ -70,6 +73,7 @@ class ApiHandlers:
     fault_random: random.Random
     links_page_size: int
     import_polls: int
+    fidelity: Fidelity
 
     def routes(self) -> list[Route]:
         """The client's endpoints (``linkpool.qualtrics.endpoints``), each with its handler."""
@@ -91,6 +95,7 @@ class ApiHandlers:
             (api.GET_DISTRIBUTION, self.get_distribution),
             (api.DELETE_DISTRIBUTION, self.delete_distribution),
             (api.LIST_LINKS, self.list_links),
+            (api.GET_SURVEY, self.get_survey),
         ]
         return [Route(endpoint.method, endpoint.path, handler) for endpoint, handler in handlers]
 
@@ -149,11 +154,6 @@ class ApiHandlers:
         reject_nulls(body)
         require_keys(body, ("name",))
         name = require_string(body, "name")
-        live = sum(not mailing_list.deleted for mailing_list in self.brand.mailing_lists.values())
-        if live >= MAILING_LIST_LISTING_CAP:
-            raise bad_request(
-                f"A directory holds at most {MAILING_LIST_LISTING_CAP} mailing lists."
-            )
         now = self.clock.now()
         owner_id = body.get("ownerId", self.brand.user_id)
         mailing_list = MailingList(self.brand.new_id("CG_"), name, owner_id, now, now)
@@ -164,12 +164,17 @@ class ApiHandlers:
         self.directory(request)
         size = page_size(request, default=LISTS_MAX_PAGE_SIZE, maximum=LISTS_MAX_PAGE_SIZE)
         include_count = request.query.get("includeCount", "false").lower() == "true"
-        elements = [
-            mailing_list.as_element(include_count=include_count)
-            for mailing_list in self.brand.mailing_lists.values()
-            if not mailing_list.deleted
-        ]
-        return self.ok(paginate(request, elements, size, keep=("includeCount",)))
+        live = [m for m in self.brand.mailing_lists.values() if not m.deleted]
+        shown = live[: self.fidelity.listing_cap]  # "only 10,000 at a time": the oldest
+        return self.ok(
+            paginate(
+                request,
+                shown,
+                size,
+                keep=("includeCount",),
+                render=lambda m: m.as_element(include_count=include_count),
+            )
+        )
 
     def get_mailing_list(self, request: Request) -> Response:
         mailing_list = self.mailing_list(request)
@@ -265,15 +270,24 @@ class ApiHandlers:
         for index, contact in enumerate(contacts):
             if not isinstance(contact, dict):
                 raise bad_request(f"Invalid value for contacts[{index}]: expected an object.")
-            reject_unknown_keys(contact, CONTACT_FIELDS, where=f"contacts[{index}].")
-        unprocessed = [index for index, c in enumerate(contacts) if contact_problem(c)]
-        refused = set(unprocessed)
-        accepted = [c for index, c in enumerate(contacts) if index not in refused]
+            reject_unknown_keys(contact, IMPORT_CONTACT_FIELDS, where=f"contacts[{index}].")
+        problems = {index: contact_problem(c) for index, c in enumerate(contacts)}
+        unprocessed = [index for index, problem in problems.items() if problem]
+        accepted = [
+            {key: value for key, value in c.items() if key != "transactionData"}
+            for index, c in enumerate(contacts)
+            if not problems[index]
+        ]
         job = ImportJob(self.brand.new_id("PGRS_"), mailing_list.id, accepted, unprocessed)
+        rate = self.faults.import_failure_rate
+        job.fails = rate > 0 and self.fault_random.random() < rate
         self.brand.imports[job.id] = job
         tracking = f"{request.root_url}{request.path}/{job.id}"
+        refused: list[Any] = list(unprocessed)
+        if self.fidelity.unprocessed_as_objects:
+            refused = [{"index": index, "reason": problems[index]} for index in unprocessed]
         return self.ok(
-            {"id": job.id, "contacts": {"unprocessed": unprocessed}, "tracking": {"url": tracking}},
+            {"id": job.id, "contacts": {"unprocessed": refused}, "tracking": {"url": tracking}},
             status=202,
         )
 
@@ -283,17 +297,20 @@ class ApiHandlers:
         if job is None or job.mailing_list_id != mailing_list.id:
             raise not_found(f"Import not found: {request.params['importId']}")
         job.polls += 1
-        if not job.complete and job.polls >= self.import_polls:
+        if job.fails:
+            status = "failed"  # nothing imported; the wait must end now
+        elif not job.complete and job.polls >= self.import_polls:
             self.apply_import(job, mailing_list)
+        if not job.fails:
+            status = "complete" if job.complete else "inProgress"
         percent = 100.0 if job.complete else round(100.0 * job.polls / self.import_polls, 1)
         return self.ok(
             {
                 "id": job.id,
-                "status": "complete" if job.complete else "inProgress",
-                "percentComplete": percent,
+                "status": status,
+                "percentComplete": min(percent, 100.0) if not job.fails else 0.0,
                 "contacts": {
                     "count": {"added": job.added, "updated": job.updated, "failed": job.failed},
-                    "unprocessed": job.unprocessed,
                 },
             }
         )
@@ -324,7 +341,7 @@ class ApiHandlers:
         if body["action"] != "CreateDistribution":
             raise bad_request("Invalid value for action: expected CreateDistribution.")
         description = require_string(body, "description")
-        expires_at = parse_expiration(body["expirationDate"])
+        expires_at = parse_expiration(body["expirationDate"], self.fidelity.zone)
         now = self.clock.now()
         if expires_at <= now:
             raise bad_request("Invalid value for expirationDate: it must be in the future.")
@@ -405,10 +422,16 @@ class ApiHandlers:
 
     def link_element(self, distribution: Distribution, link: Link) -> JsonObject:
         fields = self.brand.contacts[link.contact_id].fields
+        url = link.url
+        if self.fidelity.doubled_slash_links:
+            url = url.replace(".qualtrics.com/", ".qualtrics.com//", 1)
+        listed_id = (
+            link.lookup_id if self.fidelity.links_contact_id == "lookup" else link.contact_id
+        )
         return {
-            "contactId": link.contact_id,
+            "contactId": listed_id,
             "transactionId": link.transaction_id,
-            "link": link.url,
+            "link": url,
             "linkExpiration": timestamp(distribution.expires_at),
             "exceededContactFrequency": link.exceeded_contact_frequency,
             "status": "Email not sent",
@@ -419,6 +442,21 @@ class ApiHandlers:
             "unsubscribed": bool(fields.get("unsubscribed", False)),
         }
 
+    # --- surveys ----------------------------------------------------------------------------
+
+    def get_survey(self, request: Request) -> Response:
+        survey_id = request.params["surveyId"]
+        if survey_id not in self.brand.surveys:
+            raise not_found(f"Survey not found: {survey_id}", "GS_1")
+        return self.ok(
+            {
+                "id": survey_id,
+                "name": f"Simulated survey {survey_id}",
+                "ownerId": self.brand.user_id,
+                "isActive": self.brand.surveys[survey_id],
+            }
+        )
+
 
 def required_query(request: Request, name: str) -> str:
     value = request.query.get(name)
@@ -427,14 +465,21 @@ def required_query(request: Request, name: str) -> str:
     return value
 
 
-def parse_expiration(value: Any) -> datetime:
-    """``YYYY-MM-DD HH:MM:SS`` (UTC) or ISO 8601 with ``Z``, both seen in the wild."""
+def parse_expiration(value: Any, account_zone: ZoneInfo) -> datetime:
+    """ISO 8601 with ``Z`` (UTC), or a naive ``YYYY-MM-DD HH:MM:SS``, read in the account's
+    time zone (a production pool's links expired 6 hours after the UTC it meant)."""
     if isinstance(value, str):
-        for form in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        for form in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
             try:
                 return datetime.strptime(value, form).replace(tzinfo=UTC)
             except ValueError:
                 continue
+        try:
+            naive = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            pass
+        else:
+            return naive.replace(tzinfo=account_zone).astimezone(UTC)
     raise bad_request(
         "Invalid value for expirationDate: expected 'YYYY-MM-DD HH:MM:SS' or "
         "ISO 8601 like '2026-12-31T00:00:00Z'."
@@ -451,10 +496,23 @@ def contact_problem(contact: dict[str, Any]) -> str | None:
         return f"Invalid value for email: {email!r} is not an email address."
     if "unsubscribed" in contact and not isinstance(contact["unsubscribed"], bool):
         return "Invalid value for unsubscribed: expected true or false."
-    for key in ("embeddedData", "privateEmbeddedData"):
+    for key in ("embeddedData", "privateEmbeddedData", "transactionData"):
         data = contact.get(key, {})
         if not isinstance(data, dict) or not all(
             isinstance(item, str | int | float | bool) for item in data.values()
         ):
             return f"Invalid value for {key}: expected an object of strings or numbers."
+        problem = embedded_data_problem(data)
+        if problem:
+            return problem
+    return None
+
+
+def embedded_data_problem(data: dict[str, Any]) -> str | None:
+    """Field names at most 200 characters, values at most 1,024 (the directory's limits)."""
+    for name, value in data.items():
+        if len(name) > MAX_EMBEDDED_NAME:
+            return f"Embedded data field name longer than {MAX_EMBEDDED_NAME} characters."
+        if len(str(value)) > MAX_EMBEDDED_VALUE:
+            return f"Embedded data value of {name!r} longer than {MAX_EMBEDDED_VALUE} characters."
     return None

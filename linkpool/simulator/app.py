@@ -25,6 +25,7 @@ from linkpool.simulator.admin import (
 )
 from linkpool.simulator.api import ApiHandlers
 from linkpool.simulator.faults import Faults
+from linkpool.simulator.fidelity import PROXIED_NOTICE, Fidelity
 from linkpool.simulator.http import (
     API_PREFIX,
     ApiError,
@@ -71,6 +72,7 @@ class Simulator(ApiHandlers):
         datacenter: str = "sim1",
         links_page_size: int = DEFAULT_LINKS_PAGE_SIZE,
         seed: int = 0,
+        fidelity: Fidelity | None = None,
     ) -> None:
         self.token = token
         self.directory_id = directory_id
@@ -81,6 +83,7 @@ class Simulator(ApiHandlers):
         self.import_polls = 3
         """How many status polls an import takes to reach 100 percent."""
         self.faults = Faults()
+        self.fidelity = fidelity or Fidelity()
         self.fault_random = random.Random(f"faults:{seed}")
         self.brand = Brand(directory_id=directory_id, datacenter=datacenter, seed=seed)
         self.calls: collections.Counter[str] = collections.Counter()
@@ -115,13 +118,28 @@ class Simulator(ApiHandlers):
             self.calls[route.key] += 1
             self.inject_faults()
             self.authenticate(request)
+            self.refuse_if_proxied(request)
             response = route.handler(request)
         except ApiError as error:
-            return failure(error, self.brand.request_id())
+            return self.noted(failure(error, self.brand.request_id()))
         if request.method == "POST" and self.draw(self.faults.lost_response_rate):
             return failure(
                 ApiError(504, "Gateway timeout.", "GATEWAY_TIMEOUT"), response_id(response)
             )
+        return self.noted(response)
+
+    def refuse_if_proxied(self, request: Request) -> None:
+        """A wrong datacenter: GETs are proxied, POSTs refused (as users report)."""
+        if self.fidelity.proxied_to and request.method == "POST":
+            raise ApiError(400, "Request proxied to another datacenter.", "RP_0.5")
+
+    def noted(self, response: Response) -> Response:
+        """``response`` with the configured ``meta.notice``, if any."""
+        notice = self.fidelity.notice
+        if self.fidelity.proxied_to:
+            notice = PROXIED_NOTICE.format(host=self.fidelity.proxied_to)
+        if notice:
+            response.body["meta"]["notice"] = notice
         return response
 
     def administer(self, request: Request) -> JsonObject:
@@ -131,7 +149,7 @@ class Simulator(ApiHandlers):
             self.faults = faults_from_json(self.faults, request.json_object())
         elif action in (("POST", "/open-link"), ("POST", "/respond")):
             url = link_url(request)
-            check = self._check(url)
+            check = self._open(url)
             if action[1] == "/respond" and check.ok:
                 self._record_response(url)
             return {"ok": check.ok, "reason": check.reason}
@@ -201,28 +219,45 @@ class Simulator(ApiHandlers):
     # --- the respondent's view --------------------------------------------------------------
 
     def open_link(self, url: str) -> LinkCheck:
-        """Whether ``url`` opens the survey now. Does not use the link up."""
+        """The respondent opens ``url``: whether the survey opens now. Does not use the link
+        up, but the first open that succeeds takes the response's snapshot of the contact's
+        embedded data: what is written onto the contact after it never reaches the response."""
+        with self._lock:
+            return self._open(url)
+
+    def check_link(self, url: str) -> LinkCheck:
+        """Whether ``url`` would open now, without opening it (no snapshot)."""
         with self._lock:
             return self._check(url)
 
     def respond(self, url: str) -> LinkCheck:
-        """Take the survey through ``url``: uses the link up and records a response."""
+        """Take the survey through ``url`` (opening it first if it was not): uses the link up
+        and records a response with the snapshot taken at the first open."""
         with self._lock:
-            check = self._check(url)
+            check = self._open(url)
             if check.ok:
                 self._record_response(url)
             return check
 
+    def _open(self, url: str) -> LinkCheck:
+        check = self._check(url)
+        link = self.brand.links.get(url)
+        if check.ok and link is not None and link.snapshot is None:
+            contact = self.brand.contacts[link.contact_id]
+            link.snapshot = dict(contact.fields.get("embeddedData", {}))
+            link.opened_at = self.clock.now()
+        return check
+
     def _record_response(self, url: str) -> None:
         link = self.brand.links[url]
         link.used = True
-        contact = self.brand.contacts[link.contact_id]
         self.brand.responses.append(
             SurveyResponse(
                 distribution_id=link.distribution_id,
                 contact_id=link.contact_id,
-                embedded_data=dict(contact.fields.get("embeddedData", {})),
+                embedded_data=dict(link.snapshot or {}),
                 recorded_at=self.clock.now(),
+                opened_at=link.opened_at or self.clock.now(),
             )
         )
 

@@ -36,8 +36,12 @@ class Faults:
     exceeded_contact_frequency_rate: float = 0.0
     """Fraction of new links marked ``exceededContactFrequency: true`` (they do not open)."""
 
+    import_failure_rate: float = 0.0
+    """Fraction of contact imports whose job ends with ``status: "failed"``, importing nothing."""
+
     def __post_init__(self) -> None:
         for name in (
+            "import_failure_rate",
             "error_rate",
             "lost_response_rate",
             "link_lag_fraction",

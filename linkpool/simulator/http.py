@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -230,16 +230,20 @@ def decode_skip_token(request: Request) -> int:
 
 def paginate(
     request: Request,
-    elements: list[JsonObject],
+    elements: Sequence[Any],
     size: int,
     keep: Iterable[str] = (),
+    render: Callable[[Any], JsonObject] | None = None,
 ) -> JsonObject:
     """One page of ``elements`` and a ``nextPage`` URL (or ``None`` on the last page).
 
-    ``keep`` names query parameters that the next page's URL carries over.
+    ``keep`` names query parameters that the next page's URL carries over; ``render`` turns
+    each element of the page (only) into its JSON, for long listings.
     """
     offset = decode_skip_token(request)
-    page = elements[offset : offset + size]
+    page = list(elements[offset : offset + size])
+    if render is not None:
+        page = [render(element) for element in page]
     next_page = None
     if offset + size < len(elements):
         query: dict[str, str | int] = {k: request.query[k] for k in keep if k in request.query}

@@ -10,6 +10,17 @@ from datetime import datetime
 from typing import Any
 
 ALPHANUMERIC = string.ascii_letters + string.digits
+IMPORT_CONTACT_FIELDS = (
+    "firstName",
+    "lastName",
+    "email",
+    "extRef",
+    "embeddedData",
+    "language",
+    "unsubscribed",
+    "transactionData",
+)
+"""The keys of a contact in a bulk import: no ``phone``, no ``privateEmbeddedData``."""
 CONTACT_FIELDS = (
     "firstName",
     "lastName",
@@ -93,6 +104,8 @@ class ImportJob:
     updated: int = 0
     failed: int = 0
     complete: bool = False
+    fails: bool = False
+    """Drawn at the start (``Faults.import_failure_rate``): the job ends as ``failed``."""
 
 
 @dataclass
@@ -106,6 +119,9 @@ class Link:
     lag_draw: float
     """A fixed draw in [0, 1): the link lags while this is below ``link_lag_fraction``."""
     used: bool = False
+    snapshot: dict[str, Any] | None = None
+    """The contact's embedded data at the respondent's first open: what the response records."""
+    opened_at: datetime | None = None
 
 
 @dataclass
@@ -163,12 +179,14 @@ class Distribution:
 
 @dataclass
 class SurveyResponse:
-    """A respondent took the survey: the contact's embedded data as it was at that moment."""
+    """A respondent took the survey: the contact's embedded data as it was when they first
+    opened the link (``opened_at``), not when they finished (``recorded_at``)."""
 
     distribution_id: str
     contact_id: str
     embedded_data: dict[str, Any]
     recorded_at: datetime
+    opened_at: datetime
 
 
 class Brand:

@@ -116,6 +116,7 @@ class WriteBackRecord(Record):
     id: int
     pool: str
     contact_id: str
+    ext_ref: str
     recipient: str
     data: str | None
     writeback: WriteBack | None

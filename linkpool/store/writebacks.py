@@ -37,6 +37,7 @@ class WriteBackQueries(StoreBase):
             links.c.id,
             links.c.pool,
             links.c.contact_id,
+            links.c.ext_ref,
             links.c.recipient,
             links.c.data,
             links.c.writeback,
@@ -44,6 +45,20 @@ class WriteBackQueries(StoreBase):
             lists.c.mailing_list_id,
             lists.c.state.label("list_state"),
         ).join(lists, lists.c.id == links.c.list_id)
+
+    def set_contact_ids(self, contact_ids: dict[int, str]) -> None:
+        """Record the directory contact (``CID_``) found for links stored with a list entry
+        (``CGC_``) as their ``contact_id``: link id → contact id."""
+        if not contact_ids:
+            return
+        statement = (
+            sa.update(links)
+            .where(links.c.id == sa.bindparam("b_link_id"))
+            .values(contact_id=sa.bindparam("b_contact_id"))
+        )
+        rows = [{"b_link_id": key, "b_contact_id": value} for key, value in contact_ids.items()]
+        with self.write() as connection:
+            connection.execute(statement, rows)
 
     def record_writebacks(self, outcomes: Sequence[WriteBackOutcome]) -> None:
         """Store many write-back outcomes in one transaction; only pending rows change."""

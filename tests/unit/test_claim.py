@@ -24,6 +24,7 @@ from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings
 from linkpool.errors import DuplicateRecord, InvalidClaim, SchemaNotMigrated, UnknownPool
 from linkpool.models import LinkStatus, ListState, WriteBack, links
+from linkpool.pool import canonical_json
 from linkpool.store import NewLink, Store
 from tests.conftest import SURVEY_ID, SeedLinks
 
@@ -278,9 +279,13 @@ def test_invalid_arguments_fail_before_touching_the_database(
 
 def test_data_just_under_the_limit_is_accepted(lp: LinkPool, stock) -> None:
     stock(1, days=30)
-    blob = "x" * (64 * 1024 - len('{"blob":""}'))
+    # Values of at most 1,000 characters each (Qualtrics' embedded-data limit), 64 KiB in all.
+    data = {f"k{index:02d}": "x" * 1000 for index in range(65)}
+    data["k64"] = ""
+    data["k64"] = "x" * (64 * 1024 - len(canonical_json(data) or ""))
 
-    assert lp.claim("nps", recipient="cust-1", data={"blob": blob}).data == {"blob": blob}
+    assert len(canonical_json(data) or "") == 64 * 1024
+    assert lp.claim("nps", recipient="cust-1", data=data).data == data
 
 
 def test_the_claim_repr_keeps_the_url_out(lp: LinkPool, stock) -> None:

@@ -230,14 +230,17 @@ def test_create_link_distribution_sends_exactly_the_documented_body(api, client)
     )
 
     assert distribution_id == "EMD_New0001"
-    assert json.loads(route.calls.last.request.content) == {
-        "surveyId": SURVEY_ID,
-        "linkType": "Individual",
-        "description": "linkpool nps 0001",
-        "action": "CreateDistribution",
-        "expirationDate": "2027-01-31 00:30:00",
-        "mailingListId": LIST_ID,
-    }
+    assert (
+        json.loads(route.calls.last.request.content)
+        == {
+            "surveyId": SURVEY_ID,
+            "linkType": "Individual",
+            "description": "linkpool nps 0001",
+            "action": "CreateDistribution",
+            "expirationDate": "2027-01-31T00:30:00Z",  # ISO 8601 UTC: a naive time is read in the account zone
+            "mailingListId": LIST_ID,
+        }
+    )
 
 
 def test_start_import_returns_the_job_and_its_refused_indexes(api, client):

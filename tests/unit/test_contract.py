@@ -81,7 +81,8 @@ def test_write_back_reaches_the_response(
 ) -> None:
     mailing_list_id, distribution_id = provision(client, clock, size=1)
     (link,) = client.iter_links(distribution_id, SURVEY)
-    client.update_contact(mailing_list_id, link["contactId"], {"embeddedData": {"r": "cust-42"}})
+    contact_id = client.contact_ids_by_ext_ref(mailing_list_id)[link["externalDataReference"]]
+    client.update_contact(mailing_list_id, contact_id, {"embeddedData": {"r": "cust-42"}})
     assert sim.respond(link["link"]).ok
     assert sim.responses()[0].embedded_data == {"slot": "0", "r": "cust-42"}
 

@@ -64,6 +64,13 @@ def error(response: httpx.Response, status: int) -> dict[str, Any]:
     return meta["error"]
 
 
+def directory_contact(sim: Simulator, mailing_list_id: str, link: dict[str, Any]) -> str:
+    """The ``CID_`` behind a link whose listing gave its list entry (``CGC_``)."""
+    lookup_ids = sim.mailing_lists()[mailing_list_id]["lookupIds"]
+    (contact_id,) = [cid for cid, lookup in lookup_ids.items() if lookup == link["contactId"]]
+    return str(contact_id)
+
+
 def create_list(http: httpx.Client, name: str = "linkpool/test/1") -> str:
     return result(http.post(LISTS, json={"name": name}))["id"]
 
@@ -88,7 +95,7 @@ def distribution_body(mailing_list_id: str, **overrides: Any) -> dict[str, Any]:
         "linkType": "Individual",
         "description": "linkpool/test/1",
         "action": "CreateDistribution",
-        "expirationDate": "2026-12-31 00:00:00",
+        "expirationDate": "2026-12-31T00:00:00Z",
         "mailingListId": mailing_list_id,
     }
     body.update(overrides)
@@ -332,7 +339,9 @@ def test_a_distribution_makes_one_link_per_contact(sim: Simulator, http: httpx.C
     }  # fmt: skip
     assert link["status"] == "Email not sent"
     assert link["linkExpiration"] == "2026-12-31T00:00:00Z"
-    lookup_id = sim.mailing_lists()[mailing_list_id]["lookupIds"][link["contactId"]]
+    lookup_id = link["contactId"]  # the list entry, as Qualtrics' example shows
+    assert lookup_id.startswith("CGC_")
+    assert lookup_id in sim.mailing_lists()[mailing_list_id]["lookupIds"].values()
     assert link["link"] == (
         f"https://sim1.qualtrics.com/jfe/form/{SURVEY}"
         f"?Q_DL={distribution_id}_SimSurvey0001_{lookup_id}&Q_CHL=gl"
@@ -368,17 +377,22 @@ def test_distributions_are_listed_per_survey_and_fetched(http: httpx.Client) -> 
     error(http.get("/distributions"), 400)
 
 
-@pytest.mark.parametrize("expiration", ["2026-12-31 00:00:00", "2026-12-31T00:00:00Z"])
+@pytest.mark.parametrize(
+    ("expiration", "read_as"),
+    [
+        ("2026-12-31T00:00:00Z", "2026-12-31T00:00:00+00:00"),
+        # naive: read in the account's zone (America/Chicago by default, UTC-6 in December)
+        ("2026-12-31 00:00:00", "2026-12-31T06:00:00+00:00"),
+    ],
+)
 def test_both_expiration_forms_are_accepted(
-    sim: Simulator, http: httpx.Client, expiration: str
+    sim: Simulator, http: httpx.Client, expiration: str, read_as: str
 ) -> None:
     mailing_list_id = create_list(http)
     import_contacts(http, mailing_list_id, placeholders(1))
     body = distribution_body(mailing_list_id, expirationDate=expiration)
     distribution_id = result(http.post("/distributions", json=body))["id"]
-    assert sim.distributions()[distribution_id]["expirationDate"].isoformat() == (
-        "2026-12-31T00:00:00+00:00"
-    )
+    assert sim.distributions()[distribution_id]["expirationDate"].isoformat() == read_as
 
 
 @pytest.mark.parametrize(
@@ -441,12 +455,13 @@ def test_a_link_works_once(sim: Simulator, http: httpx.Client) -> None:
 def test_a_response_snapshots_embedded_data_written_before_it(sim: Simulator, http: httpx.Client):
     mailing_list_id, distribution_id = distribute(http, contacts=1)
     link = all_links(http, distribution_id)[0]
-    path = f"{LISTS}/{mailing_list_id}/contacts/{link['contactId']}"
+    contact_id = directory_contact(sim, mailing_list_id, link)
+    path = f"{LISTS}/{mailing_list_id}/contacts/{contact_id}"
     result(http.put(path, json={"embeddedData": {"recipient": "cust-42"}}))
     sim.respond(link["link"])
     (response,) = sim.responses()
     assert response.embedded_data == {"slot": "0", "recipient": "cust-42"}
-    assert response.contact_id == link["contactId"]
+    assert response.contact_id == contact_id
 
 
 def test_links_expire_at_the_expiration_date(
@@ -479,9 +494,10 @@ def test_deleting_a_list_breaks_its_links(sim: Simulator, http: httpx.Client) ->
 
 
 def test_deleting_a_contact_breaks_its_link_only(sim: Simulator, http: httpx.Client) -> None:
-    _, distribution_id = distribute(http, contacts=2)
+    mailing_list_id, distribution_id = distribute(http, contacts=2)
     first, second = all_links(http, distribution_id)
-    result(http.delete(f"/directories/{DIRECTORY}/contacts/{first['contactId']}"))
+    contact_id = directory_contact(sim, mailing_list_id, first)
+    result(http.delete(f"/directories/{DIRECTORY}/contacts/{contact_id}"))
     assert sim.open_link(first["link"]) == LinkCheck(False, "contact deleted")
     assert sim.open_link(second["link"]).ok
 
