@@ -23,6 +23,7 @@ from linkpool.errors import (
     SchemaNotMigrated,
     UnknownPool,
 )
+from linkpool.forget import ForgetReport
 from linkpool.pool import LinkPool
 from linkpool.store import PoolCounts
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "DuplicateRecord",
+    "ForgetReport",
     "IdempotencyConflict",
     "InvalidClaim",
     "LinkPool",

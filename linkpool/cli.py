@@ -27,6 +27,7 @@ from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
 from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
+from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.jobs import intervals
 from linkpool.pool import LinkPool
@@ -425,6 +426,40 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
             click.echo(f"linkpool: sync: {error}", err=True)
     if report.failed:
         ctx.exit(EXIT_FAILURE)
+
+
+@main.command("forget")
+@click.option("--recipient", required=True, help="The recipient id whose claims to erase.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def forget_command(app: App, recipient: str, as_json: bool) -> None:
+    """Erase a recipient from every claim of every pool, on request (GDPR erasure).
+
+    The links stay claimed. Their contacts in Qualtrics are cleared now, or by the next `sync`
+    if Qualtrics does not answer. Exits 0 once the local erasure is done (also when the
+    recipient had no claims); see docs/privacy.md.
+    """
+    store = app.linkpool.store
+    settings = app.settings
+    client = qualtrics_client(app) if settings.qualtrics is not None else None
+    try:
+        report = forget_recipient(
+            store,
+            recipient,
+            app.clock,
+            client=client,
+            pools=settings.pools,
+            sync_settings=settings.sync,
+        )
+    finally:
+        if client is not None:
+            client.close()
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(report.summary())
+    for note in report.notes:
+        click.echo(f"linkpool: forget: {note}", err=True)
 
 
 @main.command("simulator")

@@ -1,4 +1,8 @@
-"""``linkpool export``: every claim of a pool, for joining with survey responses."""
+"""``linkpool export``: every claim of a pool, for joining with survey responses.
+
+A claim ``forget`` erased is still listed (its link stays claimed) with ``erased_at`` set and no
+recipient, key or data.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ COLUMNS = (
     "distribution_id",
     "survey_id",
     "writeback",
+    "erased_at",
 )
 FORMATS = ("csv", "json")
 
@@ -47,6 +52,7 @@ def claim_records(store: Store, pool: str) -> Iterator[dict[str, Any]]:
             "distribution_id": row.distribution_id,
             "survey_id": row.survey_id,
             "writeback": row.writeback,
+            "erased_at": row.erased_at.isoformat() if row.erased_at else None,
         }
 
 

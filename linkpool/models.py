@@ -2,6 +2,7 @@
 
 - ``lists``: one row per Qualtrics mailing list we create, with its provisioning state.
 - ``links``: one row per placeholder contact and its personal link; claimed in place.
+- ``links`` also records a ``forget``: ``erased_at`` and the clearing of the contact.
 - ``leases``: named locks with an expiry (scheduler leader, per-pool refill, gc, sync).
 """
 
@@ -75,6 +76,8 @@ class ListState(StrEnum):
     PROVISIONING = nonmember(
         ("planned", "creating", "list_created", "importing", "imported", "distributed")
     )
+    # gc has deleted, or is deleting, the list: no call through the list reaches its contacts.
+    GONE = nonmember(("reaping", "distribution_deleted", "deleted"))
     LIVE = nonmember(
         (
             "planned",
@@ -101,7 +104,21 @@ class WriteBack(StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    # The recipient was forgotten before the write-back ran: it never will (``forget``).
+    CANCELLED = "cancelled"
 
+
+class Erasure(StrEnum):
+    """The clearing of a forgotten recipient's data from its placeholder contact."""
+
+    PENDING = "pending"  # the contact still carries (or may carry) the data: sync clears it
+    DONE = "done"  # cleared in Qualtrics
+    FAILED = "failed"  # Qualtrics refused the clearing (see ``erasure_error``)
+    UNREACHABLE = "unreachable"  # gc deleted the list first: no list call reaches the contact
+
+
+MAX_RECIPIENT_LENGTH = 255
+"""A recipient id's length limit: the claim and ``forget`` check it before the column does."""
 
 metadata = MetaData(
     naming_convention={
@@ -146,7 +163,7 @@ links = Table(
     Column("url", String(500), nullable=False, unique=True),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("recipient", String(255)),
+    Column("recipient", String(MAX_RECIPIENT_LENGTH)),
     Column("idempotency_key", String(255)),
     Column("data", Text),
     Column("claimed_at", UTCDateTime),
@@ -155,6 +172,13 @@ links = Table(
     Column("writeback_attempts", Integer, nullable=False, server_default=text("0")),
     Column("writeback_due_at", UTCDateTime),
     Column("writeback_error", Text),
+    # Set by ``forget``: recipient, key and data are gone; the link stays claimed.
+    Column("erased_at", UTCDateTime),
+    Column("erasure", String(16)),
+    Column("erasure_fields", Text),  # JSON list of the data keys to empty on the contact
+    Column("erasure_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("erasure_due_at", UTCDateTime),
+    Column("erasure_error", Text),
     UniqueConstraint("pool", "idempotency_key"),
     # The claim's probe: available links of one pool by expiry; partial, so it stays small.
     Index(
@@ -169,6 +193,12 @@ links = Table(
         "writeback_due_at",
         sqlite_where=text("writeback = 'pending'"),
         postgresql_where=text("writeback = 'pending'"),
+    ),
+    Index(
+        "ix_links_erasure_pending",
+        "erasure_due_at",
+        sqlite_where=text("erasure = 'pending'"),
+        postgresql_where=text("erasure = 'pending'"),
     ),
     Index("ix_links_pool_status", "pool", "status"),
 )

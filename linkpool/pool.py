@@ -30,12 +30,12 @@ from linkpool.errors import (
     PoolExhausted,
     UnknownPool,
 )
+from linkpool.forget import ForgetReport, check_recipient, forget
 from linkpool.qualtrics.client import QualtricsClient, normal_link
 from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, Store
 from linkpool.sync import as_text, write_back_claim
 
 MAX_DATA_BYTES = 64 * 1024
-MAX_RECIPIENT_LENGTH = 255
 MAX_KEY_LENGTH = 255
 
 
@@ -181,6 +181,19 @@ class LinkPool:
         counts = self.counts(pool)
         raise PoolExhausted(pool, too_old=counts.too_old)
 
+    def forget(self, recipient: str) -> ForgetReport:
+        """Erase ``recipient`` from every claim of every pool (see ``linkpool.forget``): the
+        links stay claimed; their contacts in Qualtrics are cleared now, or by the next
+        ``sync`` when Qualtrics does not answer (the report says which)."""
+        return forget(
+            self.store,
+            recipient,
+            self.clock,
+            client=self.qualtrics_client() if self._qualtrics or self._client else None,
+            pools=self.pools,
+            sync_settings=self.sync_settings,
+        )
+
     def claim_by_key(self, pool: str, key: str) -> Claim | None:
         """The claim made in ``pool`` with idempotency ``key`` (``replayed`` set), or None."""
         self.pool(pool)
@@ -214,10 +227,7 @@ class LinkPool:
         key: str | None,
         data: Mapping[str, Any] | None,
     ) -> ClaimRequest:
-        if not isinstance(recipient, str) or not recipient.strip():
-            raise InvalidClaim("recipient is required and must be a non-empty string")
-        if len(recipient) > MAX_RECIPIENT_LENGTH:
-            raise InvalidClaim(f"recipient is longer than {MAX_RECIPIENT_LENGTH} characters")
+        check_recipient(recipient)
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidClaim("key must be a non-empty string when given")
         if key is not None and len(key) > MAX_KEY_LENGTH:

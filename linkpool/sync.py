@@ -15,6 +15,10 @@ A failure is retried at the next due time with exponential backoff, up to
 --retry-failed`` puts failed ones back in the queue. A refusal that retrying cannot fix (400,
 404, a list gc already deleted) fails at once. The database stays the source of truth either
 way: ``export`` lists every claim with its write-back state.
+
+``sync`` also clears the contacts of recipients ``forget`` erased while Qualtrics was
+unreachable (or while a sync was running): the same PUT, with the recipient field and every data
+field emptied. A clearing is never given up; it is retried with the same backoff until it lands.
 """
 
 from __future__ import annotations
@@ -34,9 +38,15 @@ from linkpool.config import PoolSettings, Settings, SyncSettings
 from linkpool.errors import AuthError, BadRequest, NotFound, QualtricsError
 from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
-from linkpool.models import ListState, WriteBack
+from linkpool.models import Erasure, ListState, WriteBack
 from linkpool.qualtrics.client import LOOKUP_PREFIX, QualtricsClient
-from linkpool.store import Store, WriteBackOutcome, WriteBackRecord
+from linkpool.store import (
+    ErasureOutcome,
+    ErasureRecord,
+    Store,
+    WriteBackOutcome,
+    WriteBackRecord,
+)
 
 logger = logging.getLogger("linkpool.sync")
 
@@ -55,6 +65,7 @@ class SyncReport(JobReport):
     retrying: int = 0  # failed this time; tried again once their backoff has passed
     failed: int = 0  # given up: attempts spent, or refused for good
     requeued: int = 0  # failed write-backs made pending again by --retry-failed
+    contacts_cleared: int = 0  # contacts of forgotten recipients cleared (see ``forget``)
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -64,6 +75,7 @@ class SyncReport(JobReport):
             "retrying": self.retrying,
             "failed": self.failed,
             "requeued": self.requeued,
+            "contacts_cleared": self.contacts_cleared,
             "errors": list(self.errors),
         }
 
@@ -73,6 +85,7 @@ class SyncReport(JobReport):
             f"retrying {self.retrying}",
             f"failed {self.failed}",
             f"requeued {self.requeued}",
+            f"contacts cleared {self.contacts_cleared}",
         ]
 
 
@@ -134,7 +147,135 @@ def sync(
             store.set_contact_ids(writer.take_resolved())
             _save(store, report, results)
             lease.renew()
+        if not stop.is_set():
+            # After the write-backs: a write-back sent in this run is cleared after it landed.
+            with client.tally(report.api_calls):
+                cleared = clear_contacts(client, store, settings.pools, settings.sync, clock)
+            report.contacts_cleared = cleared.cleared
+            report.errors.extend(cleared.errors)
     return report
+
+
+@dataclass
+class Clearing:
+    """What one pass of contact clearings did."""
+
+    cleared: int = 0
+    pending: int = 0  # Qualtrics did not answer: retried by the next sync
+    unreachable: int = 0  # the list is gone: no list call reaches the contact
+    failed: int = 0  # Qualtrics refused the clearing
+    errors: list[str] = field(default_factory=list)
+
+
+def clear_contacts(
+    client: QualtricsClient,
+    store: Store,
+    pools: Mapping[str, PoolSettings],
+    sync_settings: SyncSettings,
+    clock: Clock,
+    *,
+    link_ids: Sequence[int] | None = None,
+    stop_on_outage: bool = False,
+) -> Clearing:
+    """Clear every due contact of a forgotten recipient (of ``link_ids`` only, if given).
+
+    The caller holds the sync lease, so no write-back of these claims is in flight. With
+    ``stop_on_outage``, the first clearing Qualtrics does not answer ends the pass (the rest
+    stay due, for sync). Raises AuthError (after saving what was done) when Qualtrics refuses
+    the token."""
+    clearing = Clearing()
+    clearer = Clearer(client, pools, sync_settings, clock)
+    attempted: set[int] = set()
+    while True:
+        due = store.due_erasures(now=clock.now(), limit=BATCH_SIZE, link_ids=link_ids)
+        batch = [row for row in due if row.id not in attempted]
+        if not batch:
+            return clearing
+        attempted.update(row.id for row in batch)
+        outcomes: list[ErasureOutcome] = []
+        refused: AuthError | None = None
+        for row in batch:
+            result = clearer.attempt(row)
+            if isinstance(result, AuthError):
+                refused = result
+                break
+            outcomes.append(result)
+            if stop_on_outage and result.state == Erasure.PENDING:
+                break
+        store.set_contact_ids(clearer.writer.take_resolved())
+        store.record_erasures(outcomes)
+        _count_clearings(clearing, outcomes)
+        if refused is not None:
+            raise refused
+        if len(outcomes) < len(batch):
+            return clearing
+
+
+def _count_clearings(clearing: Clearing, outcomes: Sequence[ErasureOutcome]) -> None:
+    for outcome in outcomes:
+        if outcome.state == Erasure.DONE:
+            clearing.cleared += 1
+        elif outcome.state == Erasure.PENDING:
+            clearing.pending += 1
+        elif outcome.state == Erasure.UNREACHABLE:
+            clearing.unreachable += 1
+        else:
+            clearing.failed += 1
+        if outcome.state != Erasure.DONE and outcome.error:
+            clearing.errors.append(f"clearing link {outcome.link_id}: {outcome.error}")
+
+
+class Clearer:
+    """Empties, on a forgotten recipient's placeholder contact, what write-back put there."""
+
+    def __init__(
+        self,
+        client: QualtricsClient,
+        pools: Mapping[str, PoolSettings],
+        settings: SyncSettings,
+        clock: Clock,
+    ) -> None:
+        self.writer = Writer(client, pools, settings, clock)
+
+    def attempt(self, row: ErasureRecord) -> ErasureOutcome | AuthError:
+        attempts = row.erasure_attempts + 1
+        if row.list_state in ListState.GONE or row.mailing_list_id is None:
+            return ErasureOutcome(row.id, Erasure.UNREACHABLE, attempts, None, _LIST_GONE)
+        try:
+            contact_id = self.writer.directory_contact(row, row.mailing_list_id)
+            fields = self.clearing_fields(row)
+            self.writer.client.update_contact(row.mailing_list_id, contact_id, fields)
+        except AuthError as exc:
+            return exc
+        except NotFound as exc:
+            return ErasureOutcome(row.id, Erasure.UNREACHABLE, attempts, None, str(exc))
+        except BadRequest as exc:
+            error = f"Qualtrics refused it: {exc}"
+            return ErasureOutcome(row.id, Erasure.FAILED, attempts, None, error)
+        except QualtricsError as exc:
+            due_at = self.writer.clock.now() + backoff(attempts)
+            return ErasureOutcome(row.id, Erasure.PENDING, attempts, due_at, str(exc))
+        return ErasureOutcome(row.id, Erasure.DONE, attempts, None, None)
+
+    def clearing_fields(self, row: ErasureRecord) -> dict[str, Any]:
+        """The PUT body: the recipient field and each data key emptied (a key the pool
+        itself sets goes back to the pool's value), and the mapped contact fields emptied."""
+        keys = row.data_keys
+        pool = self.writer.pools.get(row.pool)
+        pool_data = dict(pool.embedded_data) if pool is not None else {}
+        embedded: dict[str, Any] = {key: pool_data.get(key, "") for key in keys}
+        embedded[self.writer.settings.recipient_field] = ""
+        fields: dict[str, Any] = {"embeddedData": embedded}
+        for qualtrics_field, key in self.writer.settings.contact_fields.items():
+            if key in keys:
+                fields[qualtrics_field] = ""
+        return fields
+
+
+_LIST_GONE = (
+    "gc deleted its mailing list before the clearing: the contact stays in the directory "
+    "(deleted with it under [gc] purge_contacts); see docs/privacy.md"
+)
 
 
 def write_back_claim(
@@ -222,7 +363,7 @@ class Writer:
             return self.retry_later(row, attempts, str(exc))
         return WriteBackOutcome(row.id, WriteBack.DONE, attempts, None, None)
 
-    def directory_contact(self, row: WriteBackRecord, mailing_list_id: str) -> str:
+    def directory_contact(self, row: WriteBackRecord | ErasureRecord, mailing_list_id: str) -> str:
         """The ``CID_`` a write-back addresses. A link stored with the list entry (``CGC_``,
         what the links listing may give) is matched by ``extRef`` in one pass over its
         list's contacts, once per list per run; what is found is saved (``take_resolved``)."""
@@ -288,11 +429,14 @@ def as_text(value: Any) -> str:
 
 __all__ = [
     "SYNC_JOB",
+    "Clearer",
+    "Clearing",
     "SyncJob",
     "SyncReport",
     "Writer",
     "as_text",
     "backoff",
+    "clear_contacts",
     "sync",
     "write_back_claim",
 ]

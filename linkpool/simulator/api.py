@@ -492,7 +492,7 @@ def contact_problem(contact: dict[str, Any]) -> str | None:
         if key in contact and not isinstance(contact[key], str):
             return f"Invalid value for {key}: expected a string."
     email = contact.get("email")
-    if email is not None and "@" not in email:
+    if email and "@" not in email:  # an empty email clears the field (``forget`` sends one)
         return f"Invalid value for email: {email!r} is not an email address."
     if "unsubscribed" in contact and not isinstance(contact["unsubscribed"], bool):
         return "Invalid value for unsubscribed: expected true or false."

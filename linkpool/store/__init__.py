@@ -1,7 +1,7 @@
 """Every query linkpool runs, in one package, split by table group.
 
 ``Store`` wraps an engine and is the only door: it combines the queries on claims, lists (with
-their links), leases, write-backs and job successes, returns frozen records (``linkpool.store.records``) and
+their links), leases, write-backs, erasures and job successes, returns frozen records (``linkpool.store.records``) and
 raises linkpool's own errors; no SQLAlchemy row or exception leaves this package and ``db``.
 Callers pass times in; the store never reads a clock, so every decision about "now" is made
 (and injectable) one level up.
@@ -10,11 +10,15 @@ Callers pass times in; the store never reads a clock, so every decision about "n
 from __future__ import annotations
 
 from linkpool.store.claims import ClaimQueries
+from linkpool.store.erasures import ErasureQueries
 from linkpool.store.leases import LeaseQueries
 from linkpool.store.lists import ListQueries
 from linkpool.store.records import (
     ClaimRecord,
     ClaimRequest,
+    ErasedClaim,
+    ErasureOutcome,
+    ErasureRecord,
     ExportedClaim,
     ListRecord,
     NewLink,
@@ -26,13 +30,18 @@ from linkpool.store.successes import SuccessQueries
 from linkpool.store.writebacks import WriteBackQueries
 
 
-class Store(ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries, SuccessQueries):
+class Store(
+    ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries, SuccessQueries, ErasureQueries
+):
     """All of linkpool's queries on one engine (see the table-group modules)."""
 
 
 __all__ = [
     "ClaimRecord",
     "ClaimRequest",
+    "ErasedClaim",
+    "ErasureOutcome",
+    "ErasureRecord",
     "ExportedClaim",
     "ListRecord",
     "NewLink",

@@ -155,6 +155,7 @@ class ClaimQueries(StoreBase):
                 links.c.idempotency_key,
                 links.c.data,
                 links.c.claimed_at,
+                links.c.erased_at,
                 links.c.url,
                 links.c.expires_at,
                 links.c.contact_id,

@@ -6,12 +6,13 @@ Callers never see SQLAlchemy rows: each query maps its row onto one of these, by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Self
 
-from linkpool.models import ListState, WriteBack
+from linkpool.models import Erasure, ListState, WriteBack
 
 
 class Record:
@@ -54,10 +55,11 @@ class ExportedClaim(Record):
     """One claim with the Qualtrics ids of its list and distribution (``linkpool export``)."""
 
     link_id: int
-    recipient: str
+    recipient: str | None  # None once ``forget`` erased it (``erased_at``)
     idempotency_key: str | None
     data: str | None
     claimed_at: datetime
+    erased_at: datetime | None
     url: str = field(repr=False)
     expires_at: datetime
     contact_id: str
@@ -142,6 +144,47 @@ class WriteBackOutcome:
 
 
 @dataclass(frozen=True)
+class ErasedClaim:
+    """A claim ``forget`` just erased, and whether its contact still needs clearing."""
+
+    link_id: int
+    pool: str
+    erasure: Erasure | None  # None: no write-back ever ran, nothing to clear
+
+
+@dataclass(frozen=True)
+class ErasureRecord(Record):
+    """A forgotten claim whose placeholder contact is (to be) cleared in Qualtrics."""
+
+    id: int
+    pool: str
+    contact_id: str
+    ext_ref: str
+    erasure_fields: str | None  # JSON list of the data keys to empty
+    erasure_attempts: int
+    mailing_list_id: str | None
+    list_state: ListState
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "list_state", ListState(self.list_state))
+
+    @property
+    def data_keys(self) -> list[str]:
+        return list(json.loads(self.erasure_fields)) if self.erasure_fields else []
+
+
+@dataclass(frozen=True)
+class ErasureOutcome:
+    """What one clearing attempt left: the values ``Store.record_erasures`` stores."""
+
+    link_id: int
+    state: Erasure
+    attempts: int
+    due_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class PoolCounts:
     available: int
     claimable: int
@@ -162,6 +205,9 @@ class PoolCounts:
 __all__ = [
     "ClaimRecord",
     "ClaimRequest",
+    "ErasedClaim",
+    "ErasureOutcome",
+    "ErasureRecord",
     "ExportedClaim",
     "ListRecord",
     "NewLink",

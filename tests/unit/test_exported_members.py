@@ -11,6 +11,7 @@ PUBLIC = {
     "ConfigError",
     "DatabaseError",
     "DuplicateRecord",
+    "ForgetReport",
     "IdempotencyConflict",
     "InvalidClaim",
     "LinkPool",
