@@ -321,3 +321,18 @@ def test_cli_forget_refuses_a_bad_recipient_in_one_line(
 
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "recipient" in result.stderr
+
+
+def test_without_qualtrics_settings_the_clearing_waits_for_sync(
+    sim, client, store, clock, settings, database, provisioned
+):
+    offline = LinkPool.from_settings(settings, clock=clock, engine=database[1])
+    claim = offline.claim("nps", recipient="ann", data={"order": "A-1"})
+    sync(settings, client, store, clock)
+
+    report = offline.forget("ann")
+
+    assert (report.claims_erased, report.contacts_pending) == (1, 1)
+    assert report.notes == ["no [qualtrics] settings here: `linkpool sync` clears them"]
+    assert sync(settings, client, store, clock).contacts_cleared == 1
+    assert sim.contact(claim.contact_id)["embeddedData"]["linkpool_recipient"] == ""
