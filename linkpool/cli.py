@@ -35,7 +35,7 @@ from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import Progress, RefillReport
 from linkpool.refill import refill as refill_pools
 from linkpool.scheduler import run_daemon
-from linkpool.status import pool_status
+from linkpool.service.status import pools_report
 from linkpool.sync import sync as sync_write_backs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
@@ -206,8 +206,7 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
     if check_health:
         status_check(app, as_json, max_intervals)
         return
-    lp = app.linkpool
-    report = {name: pool_status(lp.counts(name), pool) for name, pool in lp.pools.items()}
+    report = pools_report(app.linkpool)
     if as_json:
         echo_json({"pools": report})
         return
@@ -682,3 +681,8 @@ def demo_command(directory: Path | None) -> None:
     from linkpool.demo import run_demo  # here, so only the demo loads the simulator
 
     run_demo(directory, table=format_table, echo=click.echo)
+
+
+from linkpool.cli_service import register as register_service_commands  # noqa: E402
+
+register_service_commands(main)

@@ -220,3 +220,20 @@ job_successes = Table(
     Column("succeeded_at", UTCDateTime, nullable=False),
 )
 """When a job last succeeded, per pool: what ``status --check`` and the health checks read."""
+
+# --- service keys (``linkpool keys``; see linkpool/service/keys.py) ----------------------------
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    # sha256 of the whole key, hex: the key itself is never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    # A short public part of the key (``lp_ab12cd…``) so people can tell keys apart in a list.
+    Column("key_prefix", String(16), nullable=False),
+    # JSON array of pool names, or NULL for every pool.
+    Column("pools", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
