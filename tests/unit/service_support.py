@@ -64,6 +64,8 @@ def make_harness(
     lp.close()
 
 
-@pytest.fixture
-def svc(sqlite_url: str, clock: ManualClock, store: Store, seed: SeedLinks) -> Iterator[Harness]:
+@pytest.fixture(name="svc")
+def svc_fixture(
+    sqlite_url: str, clock: ManualClock, store: Store, seed: SeedLinks
+) -> Iterator[Harness]:
     yield from make_harness(sqlite_url, clock, store, seed)

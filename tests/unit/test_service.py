@@ -13,7 +13,7 @@ from linkpool.pool import MAX_DATA_BYTES, MAX_RECIPIENT_LENGTH
 from linkpool.service.app import json_depth
 from linkpool.service.settings import ServiceSettings
 from linkpool.service.status import status_document
-from tests.unit.service_support import Harness, make_harness, svc  # noqa: F401
+from tests.unit.service_support import Harness, make_harness, svc_fixture  # noqa: F401
 
 CLAIM_KEYS = {
     "url",
@@ -101,7 +101,12 @@ def test_an_unreachable_database_is_503_database_error(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer lp_wrong"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}],
+    [
+        {},
+        {"Authorization": "Bearer lp_wrong"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+    ],
 )
 def test_no_valid_key_is_401(svc: Harness, headers: dict[str, str]) -> None:
     response = svc.client.post("/v1/pools/nps/claims", json={"recipient": "r"}, headers=headers)
@@ -123,9 +128,7 @@ def test_a_scoped_key_claims_from_its_pool(svc: Harness) -> None:
     assert svc.claim(api_key=svc.nps_key).status_code == 201
 
 
-def test_a_revoked_key_is_refused_once_the_cache_expires(
-    sqlite_url, clock, store, seed
-) -> None:
+def test_a_revoked_key_is_refused_once_the_cache_expires(sqlite_url, clock, store, seed) -> None:
     for harness in make_harness(sqlite_url, clock, store, seed, ServiceSettings(key_cache_ttl=0)):
         harness.stock(2)
         assert harness.claim(api_key=harness.nps_key).status_code == 201
@@ -275,7 +278,9 @@ def test_an_unknown_route_is_a_json_404(svc: Harness) -> None:
 def test_openapi_describes_exactly_the_routes(svc: Harness) -> None:
     document = svc.client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
-    documented = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    documented = {
+        (path, method.upper()) for path, ops in document["paths"].items() for method in ops
+    }
     served = set()
     for route in svc.client.app.routes:  # type: ignore[attr-defined]
         assert isinstance(route, Route)
