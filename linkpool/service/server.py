@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +62,9 @@ def multiprocess_metrics(workers: int) -> Iterator[None]:
 def serve(config_path: Path, service: ServiceSettings) -> None:
     """Serve until SIGTERM or SIGINT. ``config_path`` is what every worker loads."""
     os.environ[CONFIG_ENV] = str(config_path.resolve())
+    # uvicorn re-raises the signal it caught once it has shut down gracefully; a SIGTERM that
+    # ended a clean shutdown is a success for systemd and for orchestrators: exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with multiprocess_metrics(service.workers):
         uvicorn.run(
             APP_FACTORY,
