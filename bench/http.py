@@ -40,7 +40,8 @@ import sqlalchemy as sa  # noqa: E402
 from linkpool import LinkPool, PoolSettings  # noqa: E402
 from linkpool.clock import SystemClock  # noqa: E402
 from linkpool.db import create_engine, upgrade  # noqa: E402
-from linkpool.service.keys import KeyStore  # noqa: E402
+from linkpool.service.keys import create_key  # noqa: E402
+from linkpool.store import Store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 POOL = PoolSettings(name="bench", survey_id="SV_BenchSurvey0001")
@@ -142,7 +143,9 @@ def over_http(
         encoding="utf-8",
     )
     engine = create_engine(url)
-    _, key = KeyStore(engine).create(f"bench-{uuid.uuid4().hex[:6]}", None, now=SystemClock().now())
+    _, key = create_key(
+        Store(engine), f"bench-{uuid.uuid4().hex[:6]}", None, now=SystemClock().now()
+    )
     engine.dispose()
     port = free_port()
     log = (workdir / "serve.log").open("w")

@@ -25,6 +25,7 @@ from linkpool.errors import (
 )
 from linkpool.forget import ForgetReport
 from linkpool.pool import LinkPool
+from linkpool.remote import RemotePool
 from linkpool.store import PoolCounts
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "PoolExhausted",
     "PoolSettings",
     "QualtricsError",
+    "RemotePool",
     "SchemaNotMigrated",
     "Settings",
     "SystemClock",

@@ -642,6 +642,67 @@ class SyncSettings:
         _validate(self, "[sync]", _no_rules)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """``[service]``: how ``linkpool serve`` listens and guards itself (command-line options
+    win over these)."""
+
+    host: str = setting(
+        "127.0.0.1",
+        doc="the address `linkpool serve` listens on",
+        kind=STRING,
+        rule=_HOST,
+        rule_text="a host name or an IP address",
+    )
+    port: int = setting(
+        8080,
+        doc="the port `linkpool serve` listens on (0: any free port)",
+        kind=INTEGER,
+        low=0,
+        high=65535,
+    )
+    workers: int = setting(
+        1, doc="worker processes, each with its own engine", kind=INTEGER, low=1, high=64
+    )
+    # A claim body is a recipient and at most 64 KiB of data: twice that is room enough, and
+    # small enough that a flood of large bodies costs little memory.
+    max_body_bytes: int = setting(
+        128 * 1024,
+        doc="larger claim bodies are refused with 413",
+        kind=INTEGER,
+        low=1024,
+        high=16 * 1024 * 1024,
+    )
+    max_json_depth: int = setting(
+        32, doc="claim bodies nested deeper are refused with 422", kind=INTEGER, low=2, high=256
+    )
+    retry_after: float = setting(
+        30.0,
+        doc="what the `Retry-After` header of a 503 `PoolExhausted` tells clients to wait",
+        kind=SECONDS,
+        low=timedelta(0),
+        high=timedelta(hours=1),
+    )
+    key_cache_ttl: float = setting(
+        5.0,
+        doc="how long a worker trusts its copy of the API keys: a revoked key is refused "
+        "by every worker within this",
+        kind=SECONDS,
+        low=timedelta(0),
+        high=timedelta(minutes=10),
+    )
+    graceful_timeout: float = setting(
+        30.0,
+        doc="how long requests in flight may finish after SIGTERM",
+        kind=SECONDS,
+        low=timedelta(0),
+        high=timedelta(hours=1),
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "[service]", _no_rules)
+
+
 ScheduleSettings = Mapping[str, timedelta]
 """``[schedule]``: job name → interval, holding only what the file says. The job registry
 declares each job's default interval and refuses names it does not know."""
@@ -729,6 +790,16 @@ class Settings:
     sync: SyncSettings = field(
         default_factory=SyncSettings,
         metadata={SPEC: Table(doc="Recipient write-back.", form="one", settings=SyncSettings)},
+    )
+    service: ServiceSettings = field(
+        default_factory=ServiceSettings,
+        metadata={
+            SPEC: Table(
+                doc="The HTTP claim service, `linkpool serve` (see docs/service.md).",
+                form="one",
+                settings=ServiceSettings,
+            )
+        },
     )
     source: Path | None = None
 
@@ -964,6 +1035,7 @@ __all__ = [
     "QualtricsSettings",
     "RefillSettings",
     "ScheduleSettings",
+    "ServiceSettings",
     "Settings",
     "SyncSettings",
     "format_duration",

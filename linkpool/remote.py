@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from linkpool.claimer import Claim
 from linkpool.errors import (
     ConfigError,
     DatabaseError,
@@ -28,7 +30,6 @@ from linkpool.errors import (
     PoolExhausted,
     UnknownPool,
 )
-from linkpool.pool import Claim
 from linkpool.store import PoolCounts
 
 DEFAULT_TIMEOUT = 10.0
@@ -132,7 +133,9 @@ class RemotePool:
         return _claim_from_json(response.json())
 
     def claim_by_key(self, pool: str, key: str) -> Claim | None:
-        response = self._send("GET", f"/v1/pools/{pool}/claims/{key}", safe=True, missing_ok=True)
+        response = self._send(
+            "GET", f"/v1/pools/{pool}/claims/{quote(key, safe='')}", safe=True, missing_ok=True
+        )
         return None if response.status_code == 404 else _claim_from_json(response.json())
 
     def counts(self, pool: str) -> PoolCounts:

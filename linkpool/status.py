@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from linkpool.config import PoolSettings
@@ -36,3 +37,14 @@ def pool_status(counts: PoolCounts, pool: PoolSettings) -> dict[str, Any]:
         "writeback_pending": counts.writeback_pending,
         "writeback_failed": counts.writeback_failed,
     }
+
+
+def pools_report(
+    pools: Mapping[str, PoolSettings],
+    counts: Callable[[str], PoolCounts],
+    names: Iterable[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each pool's entry by name: every configured pool, or those of ``names`` (in the
+    configuration's order). ``linkpool status --json`` and ``GET /v1/pools`` both print it."""
+    wanted = pools if names is None else [name for name in pools if name in set(names)]
+    return {name: pool_status(counts(name), pools[name]) for name in wanted}

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from linkpool.config import ServiceSettings, load_settings
 from linkpool.db import check_migrated
 from linkpool.errors import (
     DatabaseError,
@@ -32,11 +33,11 @@ from linkpool.errors import (
     UnknownPool,
 )
 from linkpool.pool import MAX_KEY_LENGTH, Claim, LinkPool
-from linkpool.service.keys import ApiKey, KeyCache, KeyStore
+from linkpool.service.keys import KeyCache
 from linkpool.service.metrics import CONTENT_TYPE, ServiceMetrics
 from linkpool.service.openapi import openapi_document
-from linkpool.service.settings import ServiceSettings
-from linkpool.service.status import pools_report, status_document
+from linkpool.status import pools_report
+from linkpool.store import ApiKeyRecord
 
 ACCESS_LOG = logging.getLogger("linkpool.service.access")
 LOG = logging.getLogger("linkpool.service")
@@ -76,10 +77,10 @@ def error_context(exc: LinkPoolError) -> dict[str, Any]:
 class Service:
     """The endpoints, over one LinkPool, one key cache and one metrics registry."""
 
-    def __init__(self, lp: LinkPool, keys: KeyStore, settings: ServiceSettings) -> None:
+    def __init__(self, lp: LinkPool, settings: ServiceSettings) -> None:
         self.lp = lp
         self.settings = settings
-        self.keys = KeyCache(keys, ttl=settings.key_cache_ttl)
+        self.keys = KeyCache(lp.store, ttl=settings.key_cache_ttl)
         self.metrics = ServiceMetrics(lp)
 
     # --- claims --------------------------------------------------------------------------
@@ -121,14 +122,14 @@ class Service:
 
     async def pools(self, request: Request) -> Response:
         key = await self.authenticate(request)
-        names = None if key.pools is None else key.pools
-        return JSONResponse(await run_in_threadpool(status_document, self.lp, names))
+        report = await run_in_threadpool(pools_report, self.lp.pools, self.lp.counts, key.pools)
+        return JSONResponse({"pools": report})
 
     async def pool(self, request: Request) -> Response:
         pool = request.path_params["pool"]
         await self.authorize(request, pool)
         self.lp.pool(pool)
-        report = await run_in_threadpool(pools_report, self.lp, [pool])
+        report = await run_in_threadpool(pools_report, self.lp.pools, self.lp.counts, [pool])
         return JSONResponse({"pool": pool, **report[pool]})
 
     # --- operations ----------------------------------------------------------------------
@@ -149,7 +150,7 @@ class Service:
 
     # --- keys ----------------------------------------------------------------------------
 
-    async def authenticate(self, request: Request) -> ApiKey:
+    async def authenticate(self, request: Request) -> ApiKeyRecord:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Problem(401, "Unauthorized", "send an API key as 'Authorization: Bearer <key>'")
@@ -159,7 +160,7 @@ class Service:
         request.state.key_name = key.name
         return key
 
-    async def authorize(self, request: Request, pool: str) -> ApiKey:
+    async def authorize(self, request: Request, pool: str) -> ApiKeyRecord:
         request.state.pool = pool
         key = await self.authenticate(request)
         if not key.allows(pool):
@@ -290,7 +291,7 @@ async def on_linkpool_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, InvalidClaim):
         extra["field"] = field_of(exc)
     if isinstance(exc, PoolExhausted):
-        headers["Retry-After"] = str(request.app.state.service.settings.retry_after)
+        headers["Retry-After"] = str(round(request.app.state.service.settings.retry_after))
     if isinstance(exc, DatabaseError):
         headers["Retry-After"] = "1"
     if status == 500:
@@ -357,8 +358,8 @@ class AccessLog:
         )
 
 
-def create_app(lp: LinkPool, keys: KeyStore, settings: ServiceSettings | None = None) -> Starlette:
-    service = Service(lp, keys, settings or ServiceSettings())
+def create_app(lp: LinkPool, settings: ServiceSettings | None = None) -> Starlette:
+    service = Service(lp, settings or ServiceSettings())
     handlers: Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         LinkPoolError: on_linkpool_error,
         Problem: on_problem,
@@ -374,9 +375,6 @@ def create_app(lp: LinkPool, keys: KeyStore, settings: ServiceSettings | None = 
 def app_from_environment() -> Starlette:
     """The app a uvicorn worker builds for itself (``linkpool serve``): its own engine, from
     the configuration named by $LINKPOOL_CONFIG."""
-    from linkpool.config import load_settings
-    from linkpool.service.settings import service_settings
-
     settings = load_settings()
     lp = LinkPool.from_settings(settings)
-    return create_app(lp, KeyStore(lp.engine), service_settings(settings))
+    return create_app(lp, settings.service)

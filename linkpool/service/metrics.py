@@ -108,7 +108,7 @@ class ServiceMetrics:
             registry=registry,
         )
         if self.multiprocess:
-            multiprocess.MultiProcessCollector(self.registry)
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.registry.register(PoolCollector(lp))
 
     def observe_claim(self, pool: str, outcome: str, seconds: float) -> None:

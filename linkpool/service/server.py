@@ -19,9 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from linkpool.config import CONFIG_ENV
+from linkpool.config import CONFIG_ENV, ServiceSettings
 from linkpool.service.metrics import MULTIPROC_ENV
-from linkpool.service.settings import ServiceSettings
 
 APP_FACTORY = "linkpool.service.app:app_from_environment"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

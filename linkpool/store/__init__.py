@@ -1,8 +1,9 @@
 """Every query linkpool runs, in one package, split by table group.
 
 ``Store`` wraps an engine and is the only door: it combines the queries on claims, lists (with
-their links), leases, write-backs, erasures and job successes, returns frozen records (``linkpool.store.records``) and
-raises linkpool's own errors; no SQLAlchemy row or exception leaves this package and ``db``.
+their links), leases, write-backs, erasures, job successes and the service's API keys,
+returns frozen records (``linkpool.store.records``) and raises linkpool's own errors; no
+SQLAlchemy row or exception leaves this package and ``db``.
 Callers pass times in; the store never reads a clock, so every decision about "now" is made
 (and injectable) one level up.
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 from linkpool.store.claims import ClaimQueries
 from linkpool.store.erasures import ErasureQueries
+from linkpool.store.keys import KeyQueries
 from linkpool.store.leases import LeaseQueries
 from linkpool.store.lists import ListQueries
 from linkpool.store.records import (
+    ApiKeyRecord,
     ClaimRecord,
     ClaimRequest,
     ErasedClaim,
@@ -31,12 +34,19 @@ from linkpool.store.writebacks import WriteBackQueries
 
 
 class Store(
-    ClaimQueries, ListQueries, LeaseQueries, WriteBackQueries, SuccessQueries, ErasureQueries
+    ClaimQueries,
+    ListQueries,
+    LeaseQueries,
+    WriteBackQueries,
+    SuccessQueries,
+    ErasureQueries,
+    KeyQueries,
 ):
     """All of linkpool's queries on one engine (see the table-group modules)."""
 
 
 __all__ = [
+    "ApiKeyRecord",
     "ClaimRecord",
     "ClaimRequest",
     "ErasedClaim",

@@ -215,3 +215,26 @@ __all__ = [
     "WriteBackOutcome",
     "WriteBackRecord",
 ]
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A key of the service as stored: its name, public prefix and scope, never the key."""
+
+    name: str
+    prefix: str
+    pools: tuple[str, ...] | None  # None: every pool
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def allows(self, pool: str) -> bool:
+        return self.pools is None or pool in self.pools
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "pools": list(self.pools) if self.pools is not None else None,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }

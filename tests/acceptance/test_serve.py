@@ -18,12 +18,12 @@ import pytest
 
 from linkpool.clock import SystemClock
 from linkpool.db import create_engine
-from linkpool.service.keys import KeyStore
+from linkpool.service.keys import create_key, revoke_key
 from linkpool.store import Store
 from tests.acceptance.harness import LINKPOOL, free_port, linkpool_env
 from tests.conftest import SURVEY_ID, seed_links
 
-KEY_TTL = 1.0
+KEY_TTL = 1
 
 
 def write_config(tmp_path: Path, database_url: str) -> Path:
@@ -31,7 +31,7 @@ def write_config(tmp_path: Path, database_url: str) -> Path:
     pools = "".join(f'[pools.{name}]\nsurvey_id = "{SURVEY_ID}"\n' for name in ("nps", "other"))
     path.write_text(
         f'[database]\nurl = "{database_url}"\n\n{pools}\n'
-        f"[service]\nkey_cache_ttl = {KEY_TTL}\nretry_after = 7\nmax_body_bytes = 4096\n",
+        f'[service]\nkey_cache_ttl = "{KEY_TTL}s"\nretry_after = "7s"\nmax_body_bytes = 4096\n',
         encoding="utf-8",
     )
     return path
@@ -90,12 +90,12 @@ def stock(database_url: str, pool: str, count: int) -> None:
 
 def make_keys(database_url: str) -> dict[str, str]:
     engine = create_engine(database_url)
-    keys = KeyStore(engine)
+    keys = Store(engine)
     now = SystemClock().now()
     made = {
-        "admin": keys.create("admin", None, now=now)[1],
-        "nps-only": keys.create("nps-only", ["nps"], now=now)[1],
-        "doomed": keys.create("doomed", None, now=now)[1],
+        "admin": create_key(keys, "admin", None, now=now)[1],
+        "nps-only": create_key(keys, "nps-only", ["nps"], now=now)[1],
+        "doomed": create_key(keys, "doomed", None, now=now)[1],
     }
     engine.dispose()
     return made
@@ -103,7 +103,7 @@ def make_keys(database_url: str) -> dict[str, str]:
 
 def revoke(database_url: str, name: str) -> None:
     engine = create_engine(database_url)
-    KeyStore(engine).revoke(name, now=SystemClock().now())
+    revoke_key(Store(engine), name, now=SystemClock().now())
     engine.dispose()
 
 

@@ -10,11 +10,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from linkpool.clock import ManualClock
-from linkpool.config import PoolSettings
+from linkpool.config import PoolSettings, ServiceSettings
 from linkpool.pool import LinkPool
 from linkpool.service.app import create_app
-from linkpool.service.keys import KeyStore
-from linkpool.service.settings import ServiceSettings
+from linkpool.service.keys import create_key
 from linkpool.store import Store
 from tests.conftest import SURVEY_ID, SeedLinks
 
@@ -25,7 +24,7 @@ POOLS = ("nps", "other")
 @dataclass
 class Harness:
     lp: LinkPool
-    keys: KeyStore
+    store: Store
     client: TestClient
     admin_key: str  # every pool
     nps_key: str  # only "nps"
@@ -51,16 +50,15 @@ def make_harness(
 ) -> Iterator[Harness]:
     pools = [PoolSettings(name=name, survey_id=SURVEY_ID) for name in POOLS]
     lp = LinkPool(database_url=sqlite_url, pools=pools, clock=clock)
-    keys = KeyStore(lp.engine)
-    _, admin = keys.create("admin", None, now=clock.now())
-    _, nps = keys.create("nps-only", ["nps"], now=clock.now())
+    _, admin = create_key(lp.store, "admin", None, now=clock.now())
+    _, nps = create_key(lp.store, "nps-only", ["nps"], now=clock.now())
 
     def stock(count: int, days: float = 30, pool: str = "nps") -> list[int]:
         return seed(store, pool, count, now=clock.now(), expires_at=clock.now() + days * DAY)
 
-    app = create_app(lp, keys, settings or ServiceSettings())
+    app = create_app(lp, settings or ServiceSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield Harness(lp, keys, client, admin, nps, stock)
+        yield Harness(lp, lp.store, client, admin, nps, stock)
     lp.close()
 
 

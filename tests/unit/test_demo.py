@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from linkpool.cli import format_table
+from linkpool.cli.app import format_table
 from linkpool.demo import run_demo
 
 

@@ -21,6 +21,7 @@ PUBLIC = {
     "PoolExhausted",
     "PoolSettings",
     "QualtricsError",
+    "RemotePool",
     "SchemaNotMigrated",
     "Settings",
     "SystemClock",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
+from linkpool.claimer import Claim
 from linkpool.errors import IdempotencyConflict, InvalidClaim, PoolExhausted, UnknownPool
-from linkpool.pool import Claim
 from linkpool.remote import KeyRefused, RemotePool, ServiceUnreachable
 from tests.unit.service_support import Harness, svc_fixture  # noqa: F401
 
@@ -30,9 +32,10 @@ def test_remote_claims_are_the_claims_linkpool_makes(svc: Harness) -> None:
     with remote(svc) as pool:
         claim = pool.claim("nps", recipient="cust-1", key="t1", data={"a": 1})
         assert isinstance(claim, Claim)
-        assert claim == svc.lp.claim_by_key("nps", "t1")
-        assert pool.claim("nps", recipient="cust-1", key="t1", data={"a": 1}).replayed
-        assert pool.claim_by_key("nps", "t1") == claim
+        looked_up = replace(claim, replayed=True)  # a lookup returns the first claim, replayed
+        assert svc.lp.claim_by_key("nps", "t1") == looked_up
+        assert pool.claim("nps", recipient="cust-1", key="t1", data={"a": 1}) == looked_up
+        assert pool.claim_by_key("nps", "t1") == looked_up
         assert pool.claim_by_key("nps", "never") is None
         assert pool.counts("nps") == svc.lp.counts("nps")
 
@@ -106,3 +109,10 @@ def test_the_api_key_is_sent_as_a_bearer_token_and_never_in_an_error() -> None:
         pool.claim("nps", recipient="r", key="k")
     assert calls[0].headers["Authorization"] == "Bearer lp_secret"
     assert "lp_secret" not in str(failure.value)
+
+
+def test_remote_pool_is_a_claimer_in_the_public_surface() -> None:
+    import linkpool
+
+    with linkpool.RemotePool("http://127.0.0.1:9", api_key="lp_x") as pool:
+        assert isinstance(pool, linkpool.Claimer)

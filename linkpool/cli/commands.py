@@ -1,9 +1,5 @@
-"""The ``linkpool`` command: a thin click layer over the library.
-
-Each command parses its options, calls one library function, and prints a table for people or
-``--json`` for machines. Expected failures print one line on stderr and exit with the error's
-code: 0 ok, 1 operational failure, 2 usage or configuration error, 3 pool exhausted.
-"""
+"""The commands over claims, stock and the jobs: ``db``, ``claim``, ``status``, ``export``,
+``gc``, ``sync``, ``refill``, ``run``, ``simulator``, ``demo`` (registered by ``linkpool.cli``)."""
 
 from __future__ import annotations
 
@@ -11,124 +7,38 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from linkpool import health
-from linkpool.clock import Clock, SystemClock
-from linkpool.config import Settings, load_settings
+from linkpool.cli.app import (
+    EXIT_FAILURE,
+    App,
+    current_app,
+    echo_json,
+    format_table,
+    pass_app,
+)
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
-from linkpool.errors import InvalidClaim, LinkPoolError
+from linkpool.errors import InvalidClaim
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.jobs import intervals
-from linkpool.pool import LinkPool
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import Progress, RefillReport
 from linkpool.refill import refill as refill_pools
 from linkpool.scheduler import run_daemon
-from linkpool.service.status import pools_report
+from linkpool.status import pools_report
 from linkpool.sync import sync as sync_write_backs
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
 
-
-class App:
-    """What commands share: settings loaded on first use, one engine, one clock.
-
-    ``transport``, when set, carries every Qualtrics request (tests mount the simulator here).
-    """
-
-    def __init__(
-        self,
-        config_path: str | None,
-        clock: Clock | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.config_path = config_path
-        self.clock: Clock = clock or SystemClock()
-        self.transport = transport
-
-    @cached_property
-    def settings(self) -> Settings:
-        return load_settings(self.config_path)
-
-    @cached_property
-    def linkpool(self) -> LinkPool:
-        return LinkPool.from_settings(self.settings, clock=self.clock)
-
-
-class LinkPoolGroup(click.Group):
-    """Turns LinkPoolError into one line on stderr and its exit code; never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LinkPoolError as exc:
-            click.echo(f"linkpool: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("linkpool: interrupted", err=True)
-            ctx.exit(130)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain aligned text table: numbers right-aligned, text left-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        padded = (
-            cell.rjust(width) if is_number else cell.ljust(width)
-            for cell, width, is_number in zip(row, widths, numeric, strict=True)
-        )
-        return "  ".join(padded).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-@click.group(cls=LinkPoolGroup)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="Configuration file (default: $LINKPOOL_CONFIG, else ./linkpool.toml).",
-)
-@click.version_option(package_name="linkpool")
-@click.pass_context
-def main(ctx: click.Context, config_path: str | None) -> None:
-    """Pre-provisioned Qualtrics personal survey links, claimed in one database statement."""
-    ctx.obj = ctx.obj if isinstance(ctx.obj, App) else App(config_path)
-    if config_path is not None:
-        ctx.obj.config_path = config_path
-
-
-pass_app = click.make_pass_decorator(App)
-
-
-def current_app(ctx: click.Context) -> App:
-    """The App of a command that needs its click context too (exit codes, confirmations)."""
-    app = ctx.find_object(App)
-    if app is None:
-        raise click.UsageError("linkpool commands run under the `linkpool` group")
-    return app
-
-
-@main.group()
+@click.group()
 def db() -> None:
     """Database schema commands."""
 
@@ -153,7 +63,7 @@ def db_upgrade(app: App, revision: str) -> None:
         )
 
 
-@main.command()
+@click.command()
 @click.argument("pool")
 @click.option("--recipient", required=True, help="Who the link is for (your id for them).")
 @click.option("--key", help="Idempotency key: a repeat returns the first claim.")
@@ -184,7 +94,7 @@ def parse_data(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--check",
@@ -206,7 +116,7 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
     if check_health:
         status_check(app, as_json, max_intervals)
         return
-    report = pools_report(app.linkpool)
+    report = pools_report(app.linkpool.pools, app.linkpool.counts)
     if as_json:
         echo_json({"pools": report})
         return
@@ -260,7 +170,7 @@ def status_check(app: App, as_json: bool, max_intervals: int) -> None:
         click.get_current_context().exit(health.CHECK_FAILED_EXIT)
 
 
-@main.command()
+@click.command()
 @click.argument("pool")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
@@ -292,7 +202,7 @@ def check_access(client: QualtricsClient) -> None:
     client.check_access()
 
 
-@main.command("gc")
+@click.command("gc")
 @click.option(
     "--dry-run", is_flag=True, help="Show what would be deleted and voided; change nothing."
 )
@@ -384,7 +294,7 @@ def gc_orphans(
         click.get_current_context().exit(EXIT_FAILURE)
 
 
-@main.command("doctor")
+@click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def doctor_command(ctx: click.Context, as_json: bool) -> None:
@@ -401,7 +311,7 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
     ctx.exit(report.exit_code)
 
 
-@main.command("sync")
+@click.command("sync")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--retry-failed", is_flag=True, help="Queue failed write-backs again first.")
 @click.pass_context
@@ -427,7 +337,7 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
         ctx.exit(EXIT_FAILURE)
 
 
-@main.command("forget")
+@click.command("forget")
 @click.option("--recipient", required=True, help="The recipient id whose claims to erase.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
@@ -461,7 +371,7 @@ def forget_command(app: App, recipient: str, as_json: bool) -> None:
         click.echo(f"linkpool: forget: {note}", err=True)
 
 
-@main.command("simulator")
+@click.command("simulator")
 @click.option("--host", help="The address to listen on (default: loopback).")
 @click.option("--port", type=int, help="The port to listen on.")
 @click.option("--token", help="The token it accepts (printed at start if it is the default).")
@@ -552,7 +462,7 @@ def _given(**options: Any) -> dict[str, Any]:
 # --- refill, the daemon and the demo -------------------------------------------------------
 
 
-@main.command("refill")
+@click.command("refill")
 @click.option("--pool", "pool_name", metavar="NAME", help="Refill only this pool.")
 @click.option(
     "--dry-run",
@@ -653,7 +563,7 @@ def print_refill_report(report: RefillReport) -> None:
             click.echo(f"linkpool: refill: {pool.pool}: {error}", err=True)
 
 
-@main.command("run")
+@click.command("run")
 @pass_app
 def run_command(app: App) -> None:
     """Run refill, gc and sync on their [schedule] in the foreground (for systemd).
@@ -669,7 +579,7 @@ def run_command(app: App) -> None:
     run_daemon(app.settings, clock=app.clock)
 
 
-@main.command("demo")
+@click.command("demo")
 @click.option(
     "--dir",
     "directory",
@@ -681,8 +591,3 @@ def demo_command(directory: Path | None) -> None:
     from linkpool.demo import run_demo  # here, so only the demo loads the simulator
 
     run_demo(directory, table=format_table, echo=click.echo)
-
-
-from linkpool.cli_service import register as register_service_commands  # noqa: E402
-
-register_service_commands(main)

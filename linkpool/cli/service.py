@@ -1,7 +1,7 @@
 """``linkpool serve`` and ``linkpool keys``: the commands of the HTTP service.
 
-Registered on the main group by ``register`` (one line at the bottom of cli.py). Same style as
-cli.py: the App from the context, ``--json`` for machines, tables for people, exit codes from
+Registered on the main group by ``linkpool.cli``. Same style as the other commands: the App
+from the context, ``--json`` for machines, tables for people, exit codes from
 the errors.
 """
 
@@ -13,14 +13,10 @@ from typing import Any
 
 import click
 
-from linkpool.cli import App, echo_json, format_table
+from linkpool.cli.app import App, echo_json, format_table
 from linkpool.config import resolve_config_path
-from linkpool.service.keys import ApiKey, KeyStore
-from linkpool.service.settings import service_settings
-
-
-def key_store(app: App) -> KeyStore:
-    return KeyStore(app.linkpool.engine)
+from linkpool.service.keys import create_key, revoke_key
+from linkpool.store import ApiKeyRecord
 
 
 @click.command("serve")
@@ -35,7 +31,7 @@ def serve_command(app: App, host: str | None, port: int | None, workers: int | N
     app.linkpool  # noqa: B018 - fail here, once, on a bad config or an unmigrated database
     overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
     settings = replace(
-        service_settings(app.settings),
+        app.settings.service,
         **{name: value for name, value in overrides.items() if value is not None},
     )
     source = app.settings.source or resolve_config_path(app.config_path)
@@ -58,7 +54,7 @@ def keys_create(app: App, name: str, pools: tuple[str, ...], as_json: bool) -> N
     """Create a key NAME and print it, once: only its hash is stored."""
     for pool in pools:
         app.linkpool.pool(pool)  # an unknown name fails before a key exists
-    record, key = key_store(app).create(name, pools, now=app.clock.now())
+    record, key = create_key(app.linkpool.store, name, pools, now=app.clock.now())
     if as_json:
         echo_json({**record.to_dict(), "key": key})
         return
@@ -72,7 +68,7 @@ def keys_create(app: App, name: str, pools: tuple[str, ...], as_json: bool) -> N
 @click.pass_obj
 def keys_list(app: App, as_json: bool) -> None:
     """Every key: name, prefix, pools, created, revoked (never the key)."""
-    records = key_store(app).list_keys()
+    records = app.linkpool.store.api_keys()
     if as_json:
         echo_json({"keys": [record.to_dict() for record in records]})
         return
@@ -82,7 +78,7 @@ def keys_list(app: App, as_json: bool) -> None:
     click.echo(format_table(("name", "prefix", "pools", "created", "revoked"), key_rows(records)))
 
 
-def key_rows(records: list[ApiKey]) -> list[tuple[str, ...]]:
+def key_rows(records: list[ApiKeyRecord]) -> list[tuple[str, ...]]:
     return [
         (
             record.name,
@@ -101,14 +97,9 @@ def key_rows(records: list[ApiKey]) -> list[tuple[str, ...]]:
 @click.pass_obj
 def keys_revoke(app: App, name: str, as_json: bool) -> None:
     """Revoke key NAME: every worker refuses it within [service] key_cache_ttl seconds."""
-    record = key_store(app).revoke(name, now=app.clock.now())
-    ttl = service_settings(app.settings).key_cache_ttl
+    record = revoke_key(app.linkpool.store, name, now=app.clock.now())
+    ttl = app.settings.service.key_cache_ttl
     if as_json:
         echo_json(record.to_dict())
     else:
         click.echo(f"revoked key {name!r}; refused everywhere within {ttl:g} s")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(serve_command)
-    main.add_command(keys_group)
