@@ -23,6 +23,7 @@ sys.path = [entry for entry in sys.path if not entry.endswith("bench")]
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import multiprocessing  # noqa: E402
+import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -135,11 +136,12 @@ def free_port() -> int:
 
 
 def over_http(
-    url: str, concurrency: int, seconds: float, workers: int, workdir: Path
+    url: str, concurrency: int, seconds: float, workers: int, connections: int, workdir: Path
 ) -> dict[str, float]:
     config = workdir / "linkpool.toml"
     config.write_text(
-        f'[database]\nurl = "{url}"\n[pools.bench]\nsurvey_id = "{POOL.survey_id}"\n',
+        f'[database]\nurl = "{url}"\n[pools.bench]\nsurvey_id = "{POOL.survey_id}"\n'
+        f"[service]\nconnections = {connections}\n",
         encoding="utf-8",
     )
     engine = create_engine(url)
@@ -216,7 +218,8 @@ def main() -> None:
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgres"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--workers", type=int, default=2, help="linkpool serve --workers")
+    parser.add_argument("--workers", type=int, default=1, help="linkpool serve --workers")
+    parser.add_argument("--connections", type=int, default=8, help="[service] connections")
     parser.add_argument("--links", type=int, default=60_000, help="links seeded per measurement")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="an admin URL")
     args = parser.parse_args()
@@ -224,9 +227,9 @@ def main() -> None:
         raise SystemExit("bench/http.py needs wrk: apt-get install -y wrk")
     print(
         "| database | connections | in-process claims/s | p50 ms | p99 ms "
-        "| HTTP claims/s | p50 ms | p99 ms | HTTP / in-process |"
+        "| HTTP claims/s | p50 ms | p99 ms | HTTP / in-process | load average |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind in args.databases:
         for concurrency in args.concurrency:
             results = []
@@ -240,7 +243,14 @@ def main() -> None:
                             results.append(in_process(url, concurrency, args.seconds))
                         else:
                             results.append(
-                                over_http(url, concurrency, args.seconds, args.workers, workdir)
+                                over_http(
+                                    url,
+                                    concurrency,
+                                    args.seconds,
+                                    args.workers,
+                                    args.connections,
+                                    workdir,
+                                )
                             )
                     finally:
                         cleanup()  # type: ignore[operator]
@@ -248,7 +258,8 @@ def main() -> None:
             print(
                 f"| {kind} | {concurrency} | {local['rate']:.0f} | {local['p50']:.2f} "
                 f"| {local['p99']:.2f} | {remote['rate']:.0f} | {remote['p50']:.2f} "
-                f"| {remote['p99']:.2f} | {remote['rate'] / local['rate']:.0%} |",
+                f"| {remote['p99']:.2f} | {remote['rate'] / local['rate']:.0%} "
+                f"| {os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
 

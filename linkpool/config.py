@@ -664,6 +664,14 @@ class ServiceSettings:
     workers: int = setting(
         1, doc="worker processes, each with its own engine", kind=INTEGER, low=1, high=64
     )
+    connections: int = setting(
+        8,
+        doc="database connections per worker, and as many threads that use them: every "
+        "blocking call of a request runs on one of them, so none waits for a connection",
+        kind=INTEGER,
+        low=1,
+        high=64,
+    )
     # A claim body is a recipient and at most 64 KiB of data: twice that is room enough, and
     # small enough that a flood of large bodies costs little memory.
     max_body_bytes: int = setting(

@@ -3,27 +3,38 @@
 Every answer is JSON; every error is ``{"error": {"type": ..., "message": ...}}`` where
 ``type`` is the linkpool error class (or, for what the library has no class for, the names
 below: Unauthorized, Forbidden, UnsupportedMediaType, PayloadTooLarge, ClaimNotFound, NotFound,
-InternalError). Blocking work (the claim, counts, key reloads) runs in Starlette's thread pool.
+InternalError).
+
+Blocking work (the claim, counts, key reloads, readiness, scrapes) runs through
+``Service.run_blocking`` on the service's own thread pool, one thread per pooled database
+connection (``[service] connections``): a request never waits for a connection, and the pool
+never opens and closes overflow connections under load. A claim costs one hop to that pool:
+the key is checked on the event loop against the cached key table (a thread only to reload
+it), and the claim and the encoding of its answer run in the same call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from linkpool.config import ServiceSettings, load_settings
-from linkpool.db import check_migrated
+from linkpool.config import ServiceSettings, Settings, load_settings
+from linkpool.db import check_migrated, create_engine
 from linkpool.errors import (
     DatabaseError,
     IdempotencyConflict,
@@ -39,6 +50,7 @@ from linkpool.service.openapi import openapi_document
 from linkpool.status import pools_report
 from linkpool.store import ApiKeyRecord
 
+T = TypeVar("T")
 ACCESS_LOG = logging.getLogger("linkpool.service.access")
 LOG = logging.getLogger("linkpool.service")
 CLAIM_FIELDS = ("recipient", "data")
@@ -82,6 +94,15 @@ class Service:
         self.settings = settings
         self.keys = KeyCache(lp.store, ttl=settings.key_cache_ttl)
         self.metrics = ServiceMetrics(lp)
+        self.executor = ThreadPoolExecutor(settings.connections, thread_name_prefix="linkpool")
+
+    async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the service's thread pool (see the module's docstring)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(function, *args))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
 
     # --- claims --------------------------------------------------------------------------
 
@@ -93,9 +114,7 @@ class Service:
         recipient, data = parse_claim_body(await read_json(request, self.settings), key)
         outcome = "error"
         try:
-            claim = await run_in_threadpool(
-                self.lp.claim, pool, recipient=recipient, key=key, data=data
-            )
+            claim, body = await self.run_blocking(self.claim_and_encode, pool, recipient, key, data)
             outcome = "replayed" if claim.replayed else "ok"
         except PoolExhausted:
             outcome = "exhausted"
@@ -107,12 +126,18 @@ class Service:
             if pool in self.lp.pools:  # unknown names would grow the label set without bound
                 self.metrics.observe_claim(pool, outcome, time.perf_counter() - started)
         request.state.link_id = claim.link_id
-        return claim_response(claim, 200 if claim.replayed else 201)
+        return Response(body, 200 if claim.replayed else 201, media_type="application/json")
+
+    def claim_and_encode(
+        self, pool: str, recipient: str, key: str | None, data: dict[str, Any] | None
+    ) -> tuple[Claim, bytes]:
+        claim = self.lp.claim(pool, recipient=recipient, key=key, data=data)
+        return claim, encode(claim.to_dict())
 
     async def claim_by_key(self, request: Request) -> Response:
         pool, key = request.path_params["pool"], request.path_params["key"]
         await self.authorize(request, pool)
-        claim = await run_in_threadpool(self.lp.claim_by_key, pool, key)
+        claim = await self.run_blocking(self.lp.claim_by_key, pool, key)
         if claim is None:
             raise Problem(404, "ClaimNotFound", f"no claim in pool {pool!r} with that key")
         request.state.link_id = claim.link_id
@@ -122,14 +147,14 @@ class Service:
 
     async def pools(self, request: Request) -> Response:
         key = await self.authenticate(request)
-        report = await run_in_threadpool(pools_report, self.lp.pools, self.lp.counts, key.pools)
+        report = await self.run_blocking(pools_report, self.lp.pools, self.lp.counts, key.pools)
         return JSONResponse({"pools": report})
 
     async def pool(self, request: Request) -> Response:
         pool = request.path_params["pool"]
         await self.authorize(request, pool)
         self.lp.pool(pool)
-        report = await run_in_threadpool(pools_report, self.lp.pools, self.lp.counts, [pool])
+        report = await self.run_blocking(pools_report, self.lp.pools, self.lp.counts, [pool])
         return JSONResponse({"pool": pool, **report[pool]})
 
     # --- operations ----------------------------------------------------------------------
@@ -138,11 +163,11 @@ class Service:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        await run_in_threadpool(check_migrated, self.lp.engine)
+        await self.run_blocking(check_migrated, self.lp.engine)
         return JSONResponse({"status": "ready"})
 
     async def metrics_text(self, request: Request) -> Response:
-        body = await run_in_threadpool(self.metrics.scrape)
+        body = await self.run_blocking(self.metrics.scrape)
         return Response(body, media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
@@ -154,7 +179,9 @@ class Service:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Problem(401, "Unauthorized", "send an API key as 'Authorization: Bearer <key>'")
-        key = await run_in_threadpool(self.keys.authenticate, presented.strip())
+        decided, key = self.keys.cached(presented.strip())
+        if not decided:
+            key = await self.run_blocking(self.keys.authenticate, presented.strip())
         if key is None:
             raise Problem(401, "Unauthorized", "the API key is not valid or was revoked")
         request.state.key_name = key.name
@@ -181,7 +208,12 @@ class Service:
 
 
 def claim_response(claim: Claim, status: int) -> Response:
-    return JSONResponse(claim.to_dict(), status_code=status)
+    return Response(encode(claim.to_dict()), status, media_type="application/json")
+
+
+def encode(document: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it, encoded once, wherever it is called."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -366,7 +398,13 @@ def create_app(lp: LinkPool, settings: ServiceSettings | None = None) -> Starlet
         HTTPException: on_http_exception,
         Exception: on_unexpected,
     }
-    app = Starlette(routes=service.routes(), exception_handlers=dict(handlers))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = Starlette(routes=service.routes(), exception_handlers=dict(handlers), lifespan=lifespan)
     app.state.service = service
     app.add_middleware(AccessLog, metrics=lambda: service.metrics)
     return app
@@ -376,5 +414,15 @@ def app_from_environment() -> Starlette:
     """The app a uvicorn worker builds for itself (``linkpool serve``): its own engine, from
     the configuration named by $LINKPOOL_CONFIG."""
     settings = load_settings()
-    lp = LinkPool.from_settings(settings)
-    return create_app(lp, settings.service)
+    return create_app(
+        LinkPool.from_settings(settings, engine=service_engine(settings)), settings.service
+    )
+
+
+def service_engine(settings: Settings) -> Engine:
+    """On PostgreSQL, a pool of exactly ``connections``: one per thread of the service, so
+    none is opened and closed per request. (SQLite serialises writers whatever the pool.)"""
+    connections = settings.service.connections
+    if settings.database_url.startswith("sqlite"):
+        return create_engine(settings.database_url)
+    return create_engine(settings.database_url, pool_size=connections, max_overflow=0)

@@ -86,6 +86,20 @@ class KeyCache:
         self._keys: dict[str, ApiKeyRecord] = {}
         self._loaded_at: float | None = None
 
+    def cached(self, presented: str) -> tuple[bool, ApiKeyRecord | None]:
+        """Without the database: ``(True, key or None)`` when the cached copy decides,
+        ``(False, None)`` when only a reload can (then ``authenticate`` does it). Lets the
+        service check a key on its event loop and go to a thread only to reload."""
+        if not presented.startswith(KEY_PREFIX):
+            return True, None
+        age = self._age()
+        if age >= self.ttl:
+            return False, None
+        found = _match(hash_key(presented), self._keys)
+        if found is None and age >= RELOAD_ON_MISS_SECONDS:
+            return False, None
+        return True, found
+
     def authenticate(self, presented: str) -> ApiKeyRecord | None:
         """The live key ``presented`` is, or None. Compares every hash in constant time."""
         if not presented.startswith(KEY_PREFIX):
