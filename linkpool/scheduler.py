@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -29,7 +30,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, format_duration
 from linkpool.db import check_migrated, create_engine
-from linkpool.errors import DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
+from linkpool.errors import ConfigError, DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
 from linkpool.job import Job, JobContext, JobReport
 from linkpool.jobs import JOBS, intervals
 from linkpool.lease import Lease
@@ -53,6 +54,19 @@ class JobRun:
     report: JobReport | None = None
     failed: bool = False
 
+    @property
+    def outcome(self) -> str:
+        """One of ``linkpool.metrics.JOB_OUTCOMES``: ok, errors, failed, skipped."""
+        if not self.ran:
+            return "skipped"
+        if self.failed:
+            return "failed" if self.report is None else "errors"
+        return "ok"
+
+
+JobObserver = Callable[[str, str, float, JobReport | None], None]
+"""Told of every scheduled run: the job, its outcome, its seconds and its report (if any)."""
+
 
 class Daemon:
     """Leader election and job running, independent of the scheduler that calls it."""
@@ -67,6 +81,7 @@ class Daemon:
         jobs: Iterable[Job] = JOBS,
         leader_ttl: timedelta = LEADER_TTL,
         holder: str | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -74,6 +89,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.leader = Lease(store, LEADER_LEASE, clock, ttl=leader_ttl, holder=holder)
         self.jobs = {job.name: job for job in jobs}
+        self.observer = observer
         self._lock = threading.Lock()
 
     @property
@@ -111,7 +127,15 @@ class Daemon:
             return False
 
     def run_job(self, name: str) -> JobRun:
-        """Run one job now if this instance leads; log one line with its figures."""
+        """Run one job now if this instance leads; log one line with its figures, and tell
+        the observer (the metrics), if there is one."""
+        started = self.clock.monotonic()
+        run = self._run_job(name)
+        if self.observer is not None:
+            self.observer(name, run.outcome, self.clock.monotonic() - started, run.report)
+        return run
+
+    def _run_job(self, name: str) -> JobRun:
         if not self.tick():
             return JobRun(name, ran=False, summary="not the leader")
         started = self.clock.monotonic()
@@ -184,14 +208,24 @@ def build_scheduler(
     return scheduler
 
 
-def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
-    """Run in the foreground until SIGTERM or SIGINT; then stop cleanly."""
+def run_daemon(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> None:
+    """Run in the foreground until SIGTERM or SIGINT; then stop cleanly. With
+    ``metrics_port``, serve Prometheus metrics there (``linkpool.metrics``)."""
     clock = clock or SystemClock()
     every = intervals(settings)  # an unknown [schedule] key fails before anything starts
     engine = create_engine(settings.database_url)
     check_migrated(engine)
     client = QualtricsClient.from_settings(settings.require_qualtrics(), clock=clock)
     daemon = Daemon(settings, client, Store(engine), clock)
+    metrics_server = None
+    if metrics_port is not None:
+        metrics_server = serve_metrics(daemon, client, metrics_host, metrics_port)
     executor = ThreadPoolExecutor(max_workers=len(daemon.jobs) + 1)
     scheduler = build_scheduler(daemon, every, executor)
 
@@ -209,12 +243,37 @@ def run_daemon(settings: Settings, *, clock: Clock | None = None) -> None:
         scheduler.start()
     finally:
         executor.shutdown(wait=True)  # let running jobs finish
+        if metrics_server is not None:
+            metrics_server.shutdown()
         daemon.close()
         client.close()
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("linkpool daemon stopped")
+
+
+def serve_metrics(daemon: Daemon, client: QualtricsClient, host: str, port: int) -> WSGIServer:
+    """Start the daemon's metrics endpoint and make the daemon report its runs to it."""
+    from linkpool.metrics import DaemonMetrics  # prometheus_client only when asked for
+
+    store, settings = daemon.context.store, daemon.settings
+    min_remaining = {name: pool.min_remaining for name, pool in settings.pools.items()}
+    metrics = DaemonMetrics(
+        store=store,
+        clock=daemon.clock,
+        pools=settings.pools,
+        counts=lambda pool: store.counts(pool, daemon.clock.now(), min_remaining[pool]),
+        client=client,
+        leading=lambda: daemon.leading,
+    )
+    daemon.observer = metrics.observe_job
+    try:
+        server = metrics.serve(port, host)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    logger.info("metrics on http://%s:%d/metrics", host, port)
+    return server
 
 
 __all__ = [

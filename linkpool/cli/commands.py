@@ -564,8 +564,19 @@ def print_refill_report(report: RefillReport) -> None:
 
 
 @click.command("run")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve Prometheus metrics on this port (see docs/service.md#metrics).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address the metrics listen on.",
+)
 @pass_app
-def run_command(app: App) -> None:
+def run_command(app: App, metrics_port: int | None, metrics_host: str) -> None:
     """Run refill, gc and sync on their [schedule] in the foreground (for systemd).
 
     Any number of instances may run: one leads and runs the jobs, the others take over when
@@ -576,7 +587,7 @@ def run_command(app: App) -> None:
     )
     for noisy in ("httpx", "apscheduler"):  # one line per job run is ours to write
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    run_daemon(app.settings, clock=app.clock)
+    run_daemon(app.settings, clock=app.clock, metrics_port=metrics_port, metrics_host=metrics_host)
 
 
 @click.command("demo")

@@ -7,7 +7,9 @@ and ``repr(client)`` name the method and the *templated* endpoint
 
 Every attempt (retries included) is counted in ``client.calls``, keyed by templated endpoint;
 ``with client.tally() as calls:`` also counts the attempts the current thread makes inside the
-block, so jobs sharing one client each report their own calls.
+block, so jobs sharing one client each report their own calls. ``client.outcomes`` counts the
+attempts by (endpoint, answer: the HTTP status, or the transport error's name) and
+``client.retries`` the attempts that were retries, by endpoint: what the daemon's metrics read.
 
 Retries: GET, PUT and DELETE are retried on 429, 5xx, timeouts and connection errors. A POST is
 retried only when Qualtrics certainly did not act on it: a 429, or a connection that was never
@@ -170,6 +172,8 @@ class QualtricsClient:
         self.base_url = base_url.rstrip("/")
         self.directory_id = directory_id
         self.calls: Counter[str] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.retries: Counter[str] = Counter()
         self.retry_policy = RetryPolicy(max_retries=max_retries)
         self._token = token
         self._clock: Clock = clock or SystemClock()
@@ -585,9 +589,17 @@ class QualtricsClient:
                 response = self._http.request(endpoint.method, url, json=json, params=params)
             except httpx.TransportError as exc:
                 logger.debug("%s → %s (attempt %d)", endpoint, type(exc).__name__, attempt)
+                self._note_outcome(endpoint.key, type(exc).__name__, attempt)
                 raise
         logger.debug("%s → %d (attempt %d)", endpoint, response.status_code, attempt)
+        self._note_outcome(endpoint.key, str(response.status_code), attempt)
         return response
+
+    def _note_outcome(self, key: str, answer: str, attempt: int) -> None:
+        with self._calls_lock:
+            self.outcomes[key, answer] += 1
+            if attempt > 1:
+                self.retries[key] += 1
 
     def _count(self, key: str) -> None:
         tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once

@@ -6,13 +6,13 @@ possible, and a per-worker registry would show a different, partial total on eac
 with several workers the service runs prometheus_client's multiprocess mode (``server.py``
 points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start) and any
 worker's ``/metrics`` sums them all. The per-pool gauges are read from the database at
-scrape time (``PoolCollector``), so they are the same whichever worker answers.
+scrape time (``linkpool.metrics.PoolCollector``, shared with the daemon), so they are the same
+whichever worker answers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,11 +22,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
-from linkpool.errors import LinkPoolError
+from linkpool.metrics import PoolCollector
 from linkpool.pool import LinkPool
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -34,51 +31,6 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 OUTCOMES = ("ok", "replayed", "exhausted", "conflict", "error")
 # Claims take ~0.3-3 ms in process; HTTP adds about as much: resolve the milliseconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
-
-POOL_GAUGES = {
-    "claimable": "Available links with at least min_remaining left: what a claim can get.",
-    "available": "Available links not yet expired (claimable and too old).",
-    "too_old": "Available links with less than min_remaining left: never handed out.",
-    "claimed": "Links claimed, all time.",
-    "claimed_24h": "Links claimed in the last 24 hours.",
-    "writeback_pending": "Claims whose recipient write-back to Qualtrics is still due.",
-    "writeback_failed": "Claims whose write-back was given up (see `linkpool sync --retry-failed`).",
-}
-
-
-class PoolCollector(Collector):
-    """``linkpool_pool_*{pool}`` gauges computed from ``LinkPool.counts`` at each scrape."""
-
-    def __init__(self, lp: LinkPool) -> None:
-        self.lp = lp
-
-    def describe(self) -> Iterator[Metric]:
-        """Nothing up front: describing would cost a database read at registration."""
-        return iter(())
-
-    def collect(self) -> Iterator[Metric]:
-        families = {
-            name: GaugeMetricFamily(f"linkpool_pool_{name}", help_text, labels=["pool"])
-            for name, help_text in POOL_GAUGES.items()
-        }
-        lists = GaugeMetricFamily(
-            "linkpool_pool_live_lists", "Mailing lists of the pool not deleted.", labels=["pool"]
-        )
-        up = GaugeMetricFamily("linkpool_database_up", "1 if the last scrape read the database.")
-        try:
-            for pool in self.lp.pools:
-                counts = self.lp.counts(pool)
-                for name, family in families.items():
-                    family.add_metric([pool], getattr(counts, name))
-                lists.add_metric([pool], len(counts.lists))
-        except LinkPoolError:
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield from families.values()
-        yield lists
-        yield up
 
 
 class ServiceMetrics:
@@ -109,7 +61,7 @@ class ServiceMetrics:
         )
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
-        self.registry.register(PoolCollector(lp))
+        self.registry.register(PoolCollector(lp.pools, lp.counts))
 
     def observe_claim(self, pool: str, outcome: str, seconds: float) -> None:
         self.claims.labels(pool, outcome).inc()

@@ -63,5 +63,11 @@ class LeaseQueries(StoreBase):
             holder: str | None = connection.execute(query).scalar()
             return holder
 
+    def live_leases(self, *, now: datetime) -> dict[str, str]:
+        """Every lease not lapsed: its name and holder (what the daemon's metrics show)."""
+        query = sa.select(leases.c.name, leases.c.holder).where(leases.c.expires_at >= now)
+        with self.read() as connection:
+            return {name: holder for name, holder in connection.execute(query.order_by("name"))}
+
 
 __all__: list[str] = []  # internal: see linkpool.store.Store

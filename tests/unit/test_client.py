@@ -744,3 +744,24 @@ def test_importing_the_client_does_not_load_the_simulator():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_every_attempt_is_counted_by_endpoint_and_answer_and_retries_apart(api, client):
+    api.get("/whoami").mock(
+        side_effect=[
+            failure(429, headers={"Retry-After": "1"}),
+            httpx.ConnectError("refused"),
+            ok({"userId": "U"}),
+        ]
+    )
+
+    client.whoami()
+
+    endpoint = next(iter(client.calls))
+    assert client.outcomes == {
+        (endpoint, "429"): 1,
+        (endpoint, "ConnectError"): 1,
+        (endpoint, "200"): 1,
+    }
+    assert client.retries == {endpoint: 2}
+    assert client.calls[endpoint] == 3
