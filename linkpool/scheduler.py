@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from wsgiref.simple_server import WSGIServer
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -223,9 +222,9 @@ def run_daemon(
     check_migrated(engine)
     client = QualtricsClient.from_settings(settings.require_qualtrics(), clock=clock)
     daemon = Daemon(settings, client, Store(engine), clock)
-    metrics_server = None
+    stop_metrics = None
     if metrics_port is not None:
-        metrics_server = serve_metrics(daemon, client, metrics_host, metrics_port)
+        stop_metrics = serve_metrics(daemon, client, metrics_host, metrics_port)
     executor = ThreadPoolExecutor(max_workers=len(daemon.jobs) + 1)
     scheduler = build_scheduler(daemon, every, executor)
 
@@ -243,8 +242,8 @@ def run_daemon(
         scheduler.start()
     finally:
         executor.shutdown(wait=True)  # let running jobs finish
-        if metrics_server is not None:
-            metrics_server.shutdown()
+        if stop_metrics is not None:
+            stop_metrics()
         daemon.close()
         client.close()
         engine.dispose()
@@ -253,8 +252,11 @@ def run_daemon(
         logger.info("linkpool daemon stopped")
 
 
-def serve_metrics(daemon: Daemon, client: QualtricsClient, host: str, port: int) -> WSGIServer:
-    """Start the daemon's metrics endpoint and make the daemon report its runs to it."""
+def serve_metrics(
+    daemon: Daemon, client: QualtricsClient, host: str, port: int
+) -> Callable[[], None]:
+    """Start the daemon's metrics endpoint and make the daemon report its runs to it; returns
+    what stops the endpoint."""
     from linkpool.metrics import DaemonMetrics  # prometheus_client only when asked for
 
     store, settings = daemon.context.store, daemon.settings
@@ -273,7 +275,7 @@ def serve_metrics(daemon: Daemon, client: QualtricsClient, host: str, port: int)
     except OSError as exc:
         raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     logger.info("metrics on http://%s:%d/metrics", host, port)
-    return server
+    return server.shutdown
 
 
 __all__ = [

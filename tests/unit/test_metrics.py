@@ -168,13 +168,13 @@ def test_qualtrics_calls_by_endpoint_and_status_429s_and_retries(
     with sim.client() as client:
         daemon = Daemon(settings, client, store, clock, jobs=[], leader_ttl=TTL)
         port = free_port()
-        server = serve_metrics(daemon, client, "127.0.0.1", port)
+        stop_metrics = serve_metrics(daemon, client, "127.0.0.1", port)
         try:
             client.whoami()
             client.whoami()  # 429, waits out Retry-After on the manual clock, then 200
             text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         finally:
-            server.shutdown()
+            stop_metrics()
     endpoint = next(iter(client.calls))
     assert daemon.observer is not None
     assert f'linkpool_qualtrics_calls_total{{endpoint="{endpoint}",status="200"}} 2.0' in text
@@ -193,9 +193,9 @@ def test_a_metrics_port_in_use_is_one_clear_error(store: Store, clock: ManualClo
     with sim.client() as client:
         daemon = Daemon(settings, client, store, clock, jobs=[], leader_ttl=TTL)
         port = free_port()
-        first = serve_metrics(daemon, client, "127.0.0.1", port)
+        stop_first = serve_metrics(daemon, client, "127.0.0.1", port)
         try:
             with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
                 serve_metrics(daemon, client, "127.0.0.1", port)
         finally:
-            first.shutdown()
+            stop_first()
