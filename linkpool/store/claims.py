@@ -206,8 +206,7 @@ class CompiledClaim:
             if process is not None:
                 params[name] = process(params[name])
         values = [params[name] for name in self.positions] if self.positions else params
-        with translate_errors():
-            connection = self.engine.raw_connection()
+        connection = self._connect()
         try:
             row = self._execute(connection, values)
         finally:
@@ -219,6 +218,15 @@ class CompiledClaim:
             if process is not None:
                 record[name] = process(record[name])
         return ClaimRecord.from_row(record)
+
+    def _connect(self) -> Any:
+        """A pooled connection. ``raw_connection`` lets the driver's own error through when a
+        new connection cannot be opened (the database is down): that is a DatabaseError too."""
+        try:
+            with translate_errors():
+                return self.engine.raw_connection()
+        except self.driver_error as exc:
+            raise database_error(sa.exc.DBAPIError(None, None, exc)) from exc
 
     def _execute(self, connection: Any, values: Any) -> Any:
         cursor = connection.cursor()
