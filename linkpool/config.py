@@ -666,8 +666,9 @@ class ServiceSettings:
     )
     connections: int = setting(
         8,
-        doc="database connections per worker, and as many threads that use them: every "
-        "blocking call of a request runs on one of them, so none waits for a connection",
+        doc="PostgreSQL connections per worker, and as many threads that use them: every "
+        "blocking call of a request runs on one of them, so none waits for a connection "
+        "(on SQLite a worker uses one: its writers take turns anyway)",
         kind=INTEGER,
         low=1,
         high=64,

@@ -7,8 +7,8 @@ InternalError).
 
 Blocking work (the claim, counts, key reloads, readiness, scrapes) runs through
 ``Service.run_blocking`` on the service's own thread pool, one thread per pooled database
-connection (``[service] connections``): a request never waits for a connection, and the pool
-never opens and closes overflow connections under load. A claim costs one hop to that pool:
+connection (``[service] connections``; one on SQLite): a request never waits for a
+connection, and the pool never opens and closes overflow connections under load. A claim costs one hop to that pool:
 the key is checked on the event loop against the cached key table (a thread only to reload
 it), and the claim and the encoding of its answer run in the same call.
 """
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -94,7 +94,8 @@ class Service:
         self.settings = settings
         self.keys = KeyCache(lp.store, ttl=settings.key_cache_ttl)
         self.metrics = ServiceMetrics(lp)
-        self.executor = ThreadPoolExecutor(settings.connections, thread_name_prefix="linkpool")
+        threads = service_threads(lp.engine, settings)
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="linkpool")
 
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the service's thread pool (see the module's docstring)."""
@@ -421,8 +422,17 @@ def app_from_environment() -> Starlette:
 
 def service_engine(settings: Settings) -> Engine:
     """On PostgreSQL, a pool of exactly ``connections``: one per thread of the service, so
-    none is opened and closed per request. (SQLite serialises writers whatever the pool.)"""
-    connections = settings.service.connections
-    if settings.database_url.startswith("sqlite"):
-        return create_engine(settings.database_url)
-    return create_engine(settings.database_url, pool_size=connections, max_overflow=0)
+    none is opened and closed per request (SQLAlchemy's default, 5 and 10 overflow, would
+    churn the rest). On SQLite the service uses one thread (``service_threads``)."""
+    url = settings.database_url
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_engine(url)
+    return create_engine(url, pool_size=settings.service.connections, max_overflow=0)
+
+
+def service_threads(engine: Engine, settings: ServiceSettings) -> int:
+    """The threads that run a worker's blocking calls: ``connections`` on PostgreSQL, one on
+    SQLite, where writers take turns anyway and more threads only wait in SQLite's busy
+    handler, whose backoff sleeps made a p99 of 240-450 ms at 8 connections (28 ms with one
+    thread, at the same claims per second: docs/benchmarks.md)."""
+    return 1 if engine.dialect.name == "sqlite" else settings.connections
