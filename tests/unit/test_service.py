@@ -10,7 +10,8 @@ from starlette.routing import Route
 
 from linkpool.config import ServiceSettings
 from linkpool.errors import DatabaseError
-from linkpool.pool import MAX_DATA_BYTES, MAX_RECIPIENT_LENGTH
+from linkpool.models import MAX_RECIPIENT_LENGTH
+from linkpool.pool import MAX_DATA_BYTES
 from linkpool.service.app import json_depth
 from linkpool.service.keys import revoke_key
 from linkpool.status import pools_report

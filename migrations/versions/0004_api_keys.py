@@ -1,7 +1,7 @@
 """api keys of the HTTP service
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-23 09:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import linkpool.models
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
