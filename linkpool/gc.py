@@ -283,8 +283,7 @@ class _Reaper:
         if self.settings.gc.purge_contacts:
             self.purge_contacts(row)
         self.delete_mailing_list(row)
-        now = self.clock.now()
-        self.store.update_list(list_id, now=now, state=ListState.DELETED, deleted_at=now)
+        self.store.close_list(list_id, now=self.clock.now())
         return True
 
     def guard(self, row: ListRecord) -> None:

@@ -4,6 +4,8 @@
 - ``links``: one row per placeholder contact and its personal link; claimed in place.
 - ``links`` also records a ``forget``: ``erased_at`` and the clearing of the contact.
 - ``leases``: named locks with an expiry (scheduler leader, per-pool refill, gc, sync).
+- ``closed_list_totals``: per pool, the claimed and void links of its deleted lists, added once
+  by gc when it deletes a list, so counting a year of claims reads one row (docs/status.md).
 """
 
 from __future__ import annotations
@@ -149,13 +151,15 @@ lists = Table(
     Column("deleted_at", UTCDateTime),
     Column("last_error", Text),
     Index("ix_lists_pool_state", "pool", "state"),
+    # gc's candidates by state and expiry, across pools.
+    Index("ix_lists_state_expires_at", "state", "expires_at"),
 )
 
 links = Table(
     "links",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("list_id", Integer, ForeignKey("lists.id"), nullable=False, index=True),
+    Column("list_id", Integer, ForeignKey("lists.id"), nullable=False),
     Column("pool", String(64), nullable=False),
     Column("ext_ref", String(100), nullable=False, unique=True),
     Column("contact_id", String(32), nullable=False),
@@ -200,7 +204,17 @@ links = Table(
         sqlite_where=text("erasure = 'pending'"),
         postgresql_where=text("erasure = 'pending'"),
     ),
-    Index("ix_links_pool_status", "pool", "status"),
+    # A list's links by status: gc's live-claim check and the counts of live lists' claimed
+    # and void links, read from the index alone.
+    Index("ix_links_list_id_status_expires_at", "list_id", "status", "expires_at"),
+    # Claims by time: `claimed (24 h)` and `export --since` read a range, not the history.
+    Index("ix_links_pool_claimed_at", "pool", "claimed_at"),
+    Index(
+        "ix_links_writeback_failed",
+        "pool",
+        sqlite_where=text("writeback = 'failed'"),
+        postgresql_where=text("writeback = 'failed'"),
+    ),
 )
 
 leases = Table(
@@ -236,4 +250,13 @@ api_keys = Table(
     Column("pools", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+)
+
+closed_list_totals = Table(
+    "closed_list_totals",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("lists", Integer, nullable=False),
+    Column("claimed", Integer, nullable=False),
+    Column("void", Integer, nullable=False),
 )

@@ -12,7 +12,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from linkpool.db import database_error, translate_errors
 from linkpool.errors import DuplicateRecord
-from linkpool.models import LinkStatus, ListState, UTCDateTime, WriteBack, links, lists
+from linkpool.models import (
+    LinkStatus,
+    ListState,
+    UTCDateTime,
+    WriteBack,
+    closed_list_totals,
+    links,
+    lists,
+)
 from linkpool.store.base import StoreBase
 from linkpool.store.records import ClaimRecord, ClaimRequest, ExportedClaim, PoolCounts
 
@@ -98,36 +106,25 @@ class ClaimQueries(StoreBase):
         return ClaimRecord.from_row(row) if row is not None else None
 
     def counts(self, pool: str, now: datetime, min_remaining: timedelta) -> PoolCounts:
-        status, expires = links.c.status, links.c.expires_at
-        available = status == LinkStatus.AVAILABLE
-        claimed = status == LinkStatus.CLAIMED
+        """The pool's stock and its claim totals, in one statement (one snapshot).
 
-        def count_if(condition: sa.ColumnElement[bool], name: str) -> sa.Label[Any]:
-            total = sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
-            return total.label(name)
-
-        query = sa.select(
-            count_if(sa.and_(available, expires > now), "available"),
-            count_if(sa.and_(available, expires >= now + min_remaining), "claimable"),
-            count_if(claimed, "claimed"),
-            count_if(
-                sa.and_(claimed, links.c.claimed_at >= now - timedelta(days=1)), "claimed_24h"
-            ),
-            count_if(sa.and_(available, expires <= now), "expired"),
-            count_if(status == LinkStatus.VOID, "void"),
-            count_if(links.c.writeback == WriteBack.PENDING, "writeback_pending"),
-            count_if(links.c.writeback == WriteBack.FAILED, "writeback_failed"),
-        ).where(links.c.pool == pool)
+        Each figure is read from an index over what is live, never from the history: the
+        available links through ``ix_links_claimable``; the last day's claims as a range of
+        ``ix_links_pool_claimed_at``; the claimed and void links of lists not yet deleted
+        through ``ix_links_list_id_status_expires_at``, plus the deleted lists' totals that gc
+        summed once into ``closed_list_totals`` (so archived claims still count).
+        """
+        query = counts_query(pool, now, min_remaining)
         with self.read() as connection:
             row = connection.execute(query).mappings().one()
             live = self._live_list_ids(connection, pool)
         return PoolCounts(
             available=int(row["available"]),
             claimable=int(row["claimable"]),
-            claimed=int(row["claimed"]),
+            claimed=int(row["live_claimed"]) + int(row["closed_claimed"]),
             claimed_24h=int(row["claimed_24h"]),
             expired=int(row["expired"]),
-            void=int(row["void"]),
+            void=int(row["live_void"]) + int(row["closed_void"]),
             writeback_pending=int(row["writeback_pending"]),
             writeback_failed=int(row["writeback_failed"]),
             lists=live,
@@ -139,40 +136,103 @@ class ClaimQueries(StoreBase):
             sa.select(lists.c.mailing_list_id)
             .where(
                 lists.c.pool == pool,
-                lists.c.state != ListState.DELETED,
+                lists.c.state.in_(NOT_DELETED),
                 lists.c.mailing_list_id.is_not(None),
             )
             .order_by(lists.c.id)
         )
         return tuple(connection.execute(query).scalars())
 
-    def iter_claims(self, pool: str) -> Iterator[ExportedClaim]:
-        """Every claim of a pool, oldest first, with the ids of its list and distribution."""
+    def iter_claims(self, pool: str, since: datetime | None = None) -> Iterator[ExportedClaim]:
+        """Every claim of a pool (made at or after ``since``, if given), oldest first, with
+        the ids of its list and distribution. Streams: a server-side cursor on PostgreSQL,
+        fetched ``EXPORT_BATCH`` rows at a time, so memory stays flat at any ledger size."""
         query = (
-            sa.select(
-                links.c.id.label("link_id"),
-                links.c.recipient,
-                links.c.idempotency_key,
-                links.c.data,
-                links.c.claimed_at,
-                links.c.erased_at,
-                links.c.url,
-                links.c.expires_at,
-                links.c.contact_id,
-                links.c.contact_lookup_id,
-                links.c.ext_ref,
-                links.c.writeback,
-                lists.c.mailing_list_id,
-                lists.c.distribution_id,
-                lists.c.survey_id,
-            )
+            sa.select(*EXPORT_COLUMNS)
             .join(lists, lists.c.id == links.c.list_id)
             .where(links.c.pool == pool, links.c.status == LinkStatus.CLAIMED)
             .order_by(links.c.claimed_at, links.c.id)
         )
+        if since is not None:
+            query = query.where(links.c.claimed_at >= since)
         with self.read() as connection:
-            for row in connection.execute(query).mappings():
+            rows = connection.execution_options(yield_per=EXPORT_BATCH).execute(query)
+            for row in rows.mappings():
                 yield ExportedClaim.from_row(row)
+
+
+EXPORT_BATCH = 2000
+EXPORT_COLUMNS = (
+    links.c.id.label("link_id"),
+    links.c.recipient,
+    links.c.idempotency_key,
+    links.c.data,
+    links.c.claimed_at,
+    links.c.erased_at,
+    links.c.url,
+    links.c.expires_at,
+    links.c.contact_id,
+    links.c.contact_lookup_id,
+    links.c.ext_ref,
+    links.c.writeback,
+    lists.c.mailing_list_id,
+    lists.c.distribution_id,
+    lists.c.survey_id,
+)
+NOT_DELETED = tuple(state for state in ListState if state != ListState.DELETED)
+
+
+def literal(value: str) -> sa.ColumnElement[Any]:
+    """A state written into the SQL: a partial index whose predicate names the value is only
+    chosen when the planner sees it (not a bound parameter; see ``_claim_statement``)."""
+    return sa.literal_column(f"'{value}'")
+
+
+def counts_query(pool: str, now: datetime, min_remaining: timedelta) -> sa.Select[Any]:
+    def count_if(condition: sa.ColumnElement[bool], name: str) -> sa.Label[Any]:
+        total = sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+        return total.label(name)
+
+    def count_where(*conditions: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
+        return sa.select(sa.func.count()).select_from(links).where(*conditions).scalar_subquery()
+
+    expires = links.c.expires_at
+    stock = (
+        sa.select(
+            count_if(expires > now, "available"),
+            count_if(expires >= now + min_remaining, "claimable"),
+            count_if(expires <= now, "expired"),
+        )
+        .where(links.c.pool == pool, links.c.status == literal(LinkStatus.AVAILABLE))
+        .subquery("stock")
+    )
+    live_lists = sa.select(lists.c.id).where(lists.c.pool == pool, lists.c.state.in_(NOT_DELETED))
+
+    def live(status: str) -> sa.ScalarSelect[Any]:
+        return count_where(links.c.list_id.in_(live_lists), links.c.status == literal(status))
+
+    def closed(column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
+        total = sa.func.coalesce(sa.func.sum(column), 0)
+        return sa.select(total).where(closed_list_totals.c.pool == pool).scalar_subquery()
+
+    return sa.select(
+        stock.c.available,
+        stock.c.claimable,
+        stock.c.expired,
+        live(LinkStatus.CLAIMED).label("live_claimed"),
+        live(LinkStatus.VOID).label("live_void"),
+        closed(closed_list_totals.c.claimed).label("closed_claimed"),
+        closed(closed_list_totals.c.void).label("closed_void"),
+        count_where(links.c.pool == pool, links.c.claimed_at >= now - timedelta(days=1)).label(
+            "claimed_24h"
+        ),
+        count_where(links.c.writeback == literal(WriteBack.PENDING), links.c.pool == pool).label(
+            "writeback_pending"
+        ),
+        count_where(links.c.writeback == literal(WriteBack.FAILED), links.c.pool == pool).label(
+            "writeback_failed"
+        ),
+    ).select_from(stock)
 
 
 class CompiledClaim:

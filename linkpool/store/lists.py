@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from linkpool.models import LinkStatus, ListState, links, lists
+from linkpool.models import LinkStatus, ListState, closed_list_totals, links, lists
 from linkpool.store.base import StoreBase
 from linkpool.store.records import ListRecord, NewLink
 
@@ -184,6 +185,35 @@ class ListQueries(StoreBase):
             return None
         return int(voided)
 
+    def close_list(self, list_id: int, *, now: datetime) -> bool:
+        """Mark a reaped list deleted and add its claimed and void links to its pool's
+        ``closed_list_totals``, in one transaction: from then on the pool's counts read the
+        list's figures from that one row, not from its links (which archive may remove).
+        A deleted list's links never change status, so the totals stay exact. False, adding
+        nothing, when the list was already deleted."""
+        with self.write() as connection:
+            pool = connection.execute(
+                sa.update(lists)
+                .where(lists.c.id == list_id, lists.c.state != ListState.DELETED)
+                .values(state=ListState.DELETED, deleted_at=now, updated_at=now)
+                .returning(lists.c.pool)
+            ).scalar_one_or_none()
+            if pool is None:
+                return False
+            statuses = connection.execute(
+                sa.select(links.c.status, sa.func.count())
+                .where(links.c.list_id == list_id)
+                .group_by(links.c.status)
+            )
+            by_status: dict[str, int] = {status: int(count) for status, count in statuses}
+            add_closed_totals(
+                connection,
+                pool,
+                claimed=by_status.get(LinkStatus.CLAIMED, 0),
+                void=by_status.get(LinkStatus.VOID, 0),
+            )
+        return True
+
     def live_claims(self, list_id: int, *, now: datetime) -> int:
         """How many claimed links of the list have not expired (gc checks before each delete)."""
         with self.read() as connection:
@@ -220,6 +250,27 @@ class ListQueries(StoreBase):
             links.c.status == LinkStatus.AVAILABLE,
             links.c.expires_at < cutoff,
         )
+
+
+def add_closed_totals(connection: Connection, pool: str, *, claimed: int, void: int) -> None:
+    """Add one deleted list's figures to its pool's row, creating the row on first use."""
+    insert = (
+        postgresql.insert(closed_list_totals)
+        if connection.dialect.name == "postgresql"
+        else sqlite.insert(closed_list_totals)
+    )
+    statement = insert.values(pool=pool, lists=1, claimed=claimed, void=void)
+    totals = closed_list_totals.c
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[totals.pool],
+            set_={
+                "lists": totals.lists + 1,
+                "claimed": totals.claimed + claimed,
+                "void": totals.void + void,
+            },
+        )
+    )
 
 
 class _Refused(Exception):
