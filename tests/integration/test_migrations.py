@@ -65,3 +65,53 @@ def test_migrations_on_postgres(postgres_url: str) -> None:
         walk_up_and_down(engine)
     finally:
         engine.dispose()
+
+
+def backfill_closed_totals(engine: sa.engine.Engine) -> list[tuple[str, int, int, int]]:
+    """Lists deleted before 0002 get their figures summed into closed_list_totals."""
+    downgrade(engine, "base")
+    upgrade(engine, "0001")
+    now = "2026-11-01 00:00:00"
+    with engine.begin() as connection:
+        for list_id, state in ((1, "deleted"), (2, "deleted"), (3, "ready")):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO lists (id, pool, survey_id, name, state, size, created_at,"
+                    " updated_at) VALUES (:id, 'nps', 'SV_1', :name, :state, 3, :now, :now)"
+                ),
+                {"id": list_id, "name": f"linkpool/nps/{list_id}", "state": state, "now": now},
+            )
+        statuses = {1: ["claimed", "claimed", "void"], 2: ["void"], 3: ["claimed", "available"]}
+        for list_id, states in statuses.items():
+            for n, status in enumerate(states):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO links (list_id, pool, ext_ref, contact_id, url, expires_at,"
+                        " status) VALUES (:list_id, 'nps', :ref, 'CID_1', :ref, :now, :status)"
+                    ),
+                    {"list_id": list_id, "ref": f"{list_id}#{n}", "now": now, "status": status},
+                )
+    upgrade(engine)
+    with engine.connect() as connection:
+        query = "SELECT pool, lists, claimed, void FROM closed_list_totals"
+        rows = [tuple(row) for row in connection.execute(sa.text(query))]
+    downgrade(engine, "base")
+    upgrade(engine)
+    return rows
+
+
+def test_0002_backfills_the_closed_list_totals_on_sqlite(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        assert backfill_closed_totals(engine) == [("nps", 2, 2, 2)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_0002_backfills_the_closed_list_totals_on_postgres(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        assert backfill_closed_totals(engine) == [("nps", 2, 2, 2)]
+    finally:
+        engine.dispose()

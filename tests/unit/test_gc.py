@@ -540,3 +540,28 @@ def test_cli_gc_orphans_asks_before_deleting(cli, sim, client):
 def test_cli_gc_delete_needs_orphans(cli):
     result = cli("gc", "--delete")
     assert result.exit_code == 2 and "--orphans" in result.output
+
+
+def claim_totals(store: Store, clock) -> tuple[int, int, int]:
+    counts = store.counts("nps", clock.now(), timedelta(days=1))
+    return counts.claimed, counts.void, counts.claimed_24h
+
+
+def test_gc_deleting_lists_leaves_claimed_and_void_unchanged(
+    client, store, clock, settings, linkpool: LinkPool
+):
+    first = provision_list(client, store, clock, ttl=timedelta(days=3))
+    for n in range(3):
+        linkpool.claim("nps", recipient=f"r{n}")
+    clock.advance(timedelta(days=4))
+    provision_list(client, store, clock, ttl=timedelta(days=30))
+    linkpool.claim("nps", recipient="fresh")
+    size = store.get_list(first).size
+
+    report = collect(settings, client, store, clock)
+
+    assert report.lists_deleted == 1
+    assert store.get_list(first).state == ListState.DELETED
+    assert claim_totals(store, clock) == (4, size - 3, 1)
+    assert collect(settings, client, store, clock).lists_deleted == 0
+    assert claim_totals(store, clock) == (4, size - 3, 1)
