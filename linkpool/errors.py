@@ -7,6 +7,7 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     ├── ConfigError                   exit 2  bad or unreadable configuration
     │   └── UnknownPool               exit 2  a pool name that is not configured
     ├── InvalidClaim (ValueError)     exit 2  a claim's arguments are wrong; nothing was touched
+    ├── InvalidArgument (ValueError)  exit 2  a command's option is wrong; nothing was done
     ├── PoolExhausted                 exit 3  no claimable link left in the pool
     ├── IdempotencyConflict           exit 1  a key reused with another recipient or data
     ├── DatabaseError                 exit 1  the database cannot be reached or used
@@ -66,6 +67,12 @@ class UnknownPool(ConfigError):
 
 class InvalidClaim(LinkPoolError, ValueError):
     """The claim's arguments are invalid; nothing was claimed."""
+
+    exit_code = 2
+
+
+class InvalidArgument(LinkPoolError, ValueError):
+    """An option of the command is invalid; nothing was done."""
 
     exit_code = 2
 

@@ -1,6 +1,9 @@
-"""``linkpool export``: every claim of a pool, for joining with survey responses.
+"""``linkpool export``: the claims of a pool, for joining with survey responses.
 
-A claim ``forget`` erased is still listed (its link stays claimed) with ``erased_at`` set and no
+Rows stream from the database to the output (``Store.iter_claims``): memory stays flat however
+long the ledger. ``since`` keeps claims made at or after a time, so a nightly job exports one
+day. Claims moved out by ``linkpool archive`` are in their archive files, not here. A claim
+``forget`` erased is still listed (its link stays claimed) with ``erased_at`` set and no
 recipient, key or data.
 """
 
@@ -11,11 +14,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from linkpool.errors import LinkPoolError
-from linkpool.store import Store
+from linkpool.store import ExportedClaim, Store
 
 COLUMNS = (
     "claimed_at",
@@ -36,40 +40,49 @@ COLUMNS = (
 FORMATS = ("csv", "json")
 
 
-def claim_records(store: Store, pool: str) -> Iterator[dict[str, Any]]:
-    for row in store.iter_claims(pool):
-        yield {
-            "claimed_at": row.claimed_at.isoformat(),
-            "recipient": row.recipient,
-            "key": row.idempotency_key,
-            "data": json.loads(row.data) if row.data is not None else None,
-            "url": row.url,
-            "expires_at": row.expires_at.isoformat(),
-            "contact_id": row.contact_id,
-            "contact_lookup_id": row.contact_lookup_id,
-            "ext_ref": row.ext_ref,
-            "mailing_list_id": row.mailing_list_id,
-            "distribution_id": row.distribution_id,
-            "survey_id": row.survey_id,
-            "writeback": row.writeback,
-            "erased_at": row.erased_at.isoformat() if row.erased_at else None,
-        }
+def claim_records(
+    store: Store, pool: str, since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    for row in store.iter_claims(pool, since):
+        yield claim_record(row)
 
 
-def write_claims(store: Store, pool: str, stream: TextIO, fmt: str = "csv") -> int:
+def claim_record(row: ExportedClaim) -> dict[str, Any]:
+    """One claim as export (and archive) write it: times in ISO 8601, ``data`` parsed."""
+    return {
+        "claimed_at": row.claimed_at.isoformat(),
+        "recipient": row.recipient,
+        "key": row.idempotency_key,
+        "data": json.loads(row.data) if row.data is not None else None,
+        "url": row.url,
+        "expires_at": row.expires_at.isoformat(),
+        "contact_id": row.contact_id,
+        "contact_lookup_id": row.contact_lookup_id,
+        "ext_ref": row.ext_ref,
+        "mailing_list_id": row.mailing_list_id,
+        "distribution_id": row.distribution_id,
+        "survey_id": row.survey_id,
+        "writeback": row.writeback,
+        "erased_at": row.erased_at.isoformat() if row.erased_at else None,
+    }
+
+
+def write_claims(
+    store: Store, pool: str, stream: TextIO, fmt: str = "csv", since: datetime | None = None
+) -> int:
     """Write the pool's claims to ``stream`` as CSV (``data`` as JSON text) or a JSON array."""
     count = 0
     if fmt == "csv":
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
-        for record in claim_records(store, pool):
+        for record in claim_records(store, pool, since):
             if record["data"] is not None:
                 record["data"] = json.dumps(record["data"], sort_keys=True)
             writer.writerow(record)
             count += 1
     elif fmt == "json":
         stream.write("[")
-        for record in claim_records(store, pool):
+        for record in claim_records(store, pool, since):
             stream.write(("," if count else "") + "\n  " + json.dumps(record, sort_keys=True))
             count += 1
         stream.write("\n]\n")
@@ -78,7 +91,9 @@ def write_claims(store: Store, pool: str, stream: TextIO, fmt: str = "csv") -> i
     return count
 
 
-def export_to_file(store: Store, pool: str, path: Path, fmt: str = "csv") -> int:
+def export_to_file(
+    store: Store, pool: str, path: Path, fmt: str = "csv", since: datetime | None = None
+) -> int:
     """Export into ``path`` atomically: a failure leaves no half-written file behind."""
     directory = path.resolve().parent
     try:
@@ -89,7 +104,7 @@ def export_to_file(store: Store, pool: str, path: Path, fmt: str = "csv") -> int
         raise LinkPoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with handle:
-            count = write_claims(store, pool, cast(TextIO, handle), fmt)
+            count = write_claims(store, pool, cast(TextIO, handle), fmt, since)
         os.replace(handle.name, path)
     except BaseException:
         os.unlink(handle.name)

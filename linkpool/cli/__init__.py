@@ -39,6 +39,7 @@ for command in (
     commands.claim,
     commands.status,
     commands.export,
+    commands.archive_command,
     commands.gc_command,
     commands.doctor_command,
     commands.sync_command,

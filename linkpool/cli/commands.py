@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from linkpool import health
+from linkpool.archive import ARCHIVE_FORMATS
+from linkpool.archive import archive as archive_claims
 from linkpool.cli.app import (
     EXIT_FAILURE,
     App,
@@ -36,6 +38,7 @@ from linkpool.refill import refill as refill_pools
 from linkpool.scheduler import run_daemon
 from linkpool.status import pools_report
 from linkpool.sync import sync as sync_write_backs
+from linkpool.timespec import parse_instant
 
 
 @click.group()
@@ -174,16 +177,46 @@ def status_check(app: App, as_json: bool, max_intervals: int) -> None:
 @click.argument("pool")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="Only claims made at or after TIME: an ISO 8601 date or time (UTC unless an offset "
+    "is given) or a duration back from now (24h, 7d).",
+)
 @pass_app
-def export(app: App, pool: str, fmt: str, output: Path | None) -> None:
+def export(app: App, pool: str, fmt: str, output: Path | None, since: str | None) -> None:
     """Every claim of POOL: recipient, key, data, time, URL, contact ids, expiry."""
     lp = app.linkpool
     lp.pool(pool)
+    start = None if since is None else parse_instant(since, now=app.clock.now(), option="--since")
     if output is None:
-        write_claims(lp.store, pool, sys.stdout, fmt)
+        write_claims(lp.store, pool, sys.stdout, fmt, start)
         return
-    count = export_to_file(lp.store, pool, output, fmt)
+    count = export_to_file(lp.store, pool, output, fmt, start)
     click.echo(f"exported {count} claim(s) of pool {pool!r} to {output}", err=True)
+
+
+@click.command("archive")
+@click.option(
+    "--before",
+    metavar="TIME",
+    required=True,
+    help="Archive claims made before TIME: an ISO 8601 date or time (UTC unless an offset is "
+    "given) or a duration back from now (365d).",
+)
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gzip'd archive to write; never overwritten (a re-run finishes its delete).",
+)
+@click.option("--format", "fmt", type=click.Choice(ARCHIVE_FORMATS), default="jsonl")
+@pass_app
+def archive_command(app: App, before: str, output: Path, fmt: str) -> None:
+    """Move claims of deleted lists made before TIME out of the database into a file."""
+    cutoff = parse_instant(before, now=app.clock.now(), option="--before")
+    result = archive_claims(app.linkpool.store, before=cutoff, path=output, fmt=fmt)
+    click.echo(result.summary())
 
 
 # --- gc and sync ---------------------------------------------------------------------------

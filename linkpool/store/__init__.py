@@ -10,6 +10,7 @@ Callers pass times in; the store never reads a clock, so every decision about "n
 
 from __future__ import annotations
 
+from linkpool.store.archive import ArchiveQueries
 from linkpool.store.claims import ClaimQueries
 from linkpool.store.erasures import ErasureQueries
 from linkpool.store.keys import KeyQueries
@@ -17,6 +18,7 @@ from linkpool.store.leases import LeaseQueries
 from linkpool.store.lists import ListQueries
 from linkpool.store.records import (
     ApiKeyRecord,
+    ArchivedClaim,
     ClaimRecord,
     ClaimRequest,
     ErasedClaim,
@@ -41,12 +43,14 @@ class Store(
     SuccessQueries,
     ErasureQueries,
     KeyQueries,
+    ArchiveQueries,
 ):
     """All of linkpool's queries on one engine (see the table-group modules)."""
 
 
 __all__ = [
     "ApiKeyRecord",
+    "ArchivedClaim",
     "ClaimRecord",
     "ClaimRequest",
     "ErasedClaim",

@@ -76,6 +76,13 @@ class ExportedClaim(Record):
 
 
 @dataclass(frozen=True)
+class ArchivedClaim(ExportedClaim):
+    """An exported claim and its pool (``linkpool archive`` takes every pool at once)."""
+
+    pool: str
+
+
+@dataclass(frozen=True)
 class ListRecord(Record):
     """One Qualtrics mailing list we made (or are making), with its provisioning state."""
 
@@ -203,6 +210,7 @@ class PoolCounts:
 
 
 __all__ = [
+    "ArchivedClaim",
     "ClaimRecord",
     "ClaimRequest",
     "ErasedClaim",
