@@ -20,31 +20,11 @@ from typing import Any, TextIO, cast
 
 from linkpool.errors import LinkPoolError
 from linkpool.store import ExportedClaim, Store
+from linkpool.store.claims import EXPORT_TEXT_COLUMNS
 
-COLUMNS = (
-    "claimed_at",
-    "recipient",
-    "key",
-    "data",
-    "url",
-    "expires_at",
-    "contact_id",
-    "contact_lookup_id",
-    "ext_ref",
-    "mailing_list_id",
-    "distribution_id",
-    "survey_id",
-    "writeback",
-    "erased_at",
-)
+COLUMNS = EXPORT_TEXT_COLUMNS
 FORMATS = ("csv", "json")
-
-
-def claim_records(
-    store: Store, pool: str, since: datetime | None = None
-) -> Iterator[dict[str, Any]]:
-    for row in store.iter_claims(pool, since):
-        yield claim_record(row)
+CSV_TERMINATOR = "\r\n"  # csv.writer's, as the header's
 
 
 def claim_record(row: ExportedClaim) -> dict[str, Any]:
@@ -70,24 +50,31 @@ def claim_record(row: ExportedClaim) -> dict[str, Any]:
 def write_claims(
     store: Store, pool: str, stream: TextIO, fmt: str = "csv", since: datetime | None = None
 ) -> int:
-    """Write the pool's claims to ``stream`` as CSV (``data`` as JSON text) or a JSON array."""
-    count = 0
+    """Write the pool's claims to ``stream`` as CSV (``data`` as its canonical JSON text:
+    compact, keys sorted) or as a JSON array of objects."""
     if fmt == "csv":
-        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
-        writer.writeheader()
-        for record in claim_records(store, pool, since):
+        csv.writer(stream).writerow(COLUMNS)
+        count = 0
+        for lines in store.export_csv_lines(pool, since):
+            stream.write(CSV_TERMINATOR.join(lines) + CSV_TERMINATOR)
+            count += len(lines)
+        return count
+    if fmt == "json":
+        return write_json_array(store.export_rows(pool, since), stream)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def write_json_array(batches: Iterator[list[tuple[str | None, ...]]], stream: TextIO) -> int:
+    count = 0
+    stream.write("[")
+    for batch in batches:
+        for row in batch:
+            record: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
             if record["data"] is not None:
-                record["data"] = json.dumps(record["data"], sort_keys=True)
-            writer.writerow(record)
-            count += 1
-    elif fmt == "json":
-        stream.write("[")
-        for record in claim_records(store, pool, since):
+                record["data"] = json.loads(record["data"])
             stream.write(("," if count else "") + "\n  " + json.dumps(record, sort_keys=True))
             count += 1
-        stream.write("\n]\n")
-    else:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    stream.write("\n]\n")
     return count
 
 

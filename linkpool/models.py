@@ -151,8 +151,23 @@ lists = Table(
     Column("deleted_at", UTCDateTime),
     Column("last_error", Text),
     Index("ix_lists_pool_state", "pool", "state"),
-    # gc's candidates by state and expiry, across pools.
-    Index("ix_lists_state_expires_at", "state", "expires_at"),
+    # The lists not deleted yet, a few among the history's thousands: refill's resume and the
+    # counts (by pool), gc's candidates (by state and expiry). Queries name the predicate
+    # (``LIVE_LIST``) so that SQLite's planner, too, knows the index applies.
+    Index(
+        "ix_lists_live_pool",
+        "pool",
+        "state",
+        sqlite_where=text("state != 'deleted'"),
+        postgresql_where=text("state != 'deleted'"),
+    ),
+    Index(
+        "ix_lists_live_expires_at",
+        "state",
+        "expires_at",
+        sqlite_where=text("state != 'deleted'"),
+        postgresql_where=text("state != 'deleted'"),
+    ),
 )
 
 links = Table(
@@ -209,6 +224,12 @@ links = Table(
     Index("ix_links_list_id_status_expires_at", "list_id", "status", "expires_at"),
     # Claims by time: `claimed (24 h)` and `export --since` read a range, not the history.
     Index("ix_links_pool_claimed_at", "pool", "claimed_at"),
+    Index(
+        "ix_links_writeback_pending_pool",
+        "pool",
+        sqlite_where=text("writeback = 'pending'"),
+        postgresql_where=text("writeback = 'pending'"),
+    ),
     Index(
         "ix_links_writeback_failed",
         "pool",

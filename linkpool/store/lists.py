@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from linkpool.models import LinkStatus, ListState, closed_list_totals, links, lists
 from linkpool.store.base import StoreBase
+from linkpool.store.predicates import list_not_deleted
 from linkpool.store.records import ListRecord, NewLink
 
 
@@ -45,7 +46,10 @@ class ListQueries(StoreBase):
             return ListRecord.from_row(row.one())
 
     def lists_in_states(self, states: Iterable[str], pool: str | None = None) -> list[ListRecord]:
-        query = sa.select(lists).where(lists.c.state.in_(list(states))).order_by(lists.c.id)
+        wanted = list(states)
+        query = sa.select(lists).where(lists.c.state.in_(wanted)).order_by(lists.c.id)
+        if ListState.DELETED not in wanted:
+            query = query.where(list_not_deleted())
         if pool is not None:
             query = query.where(lists.c.pool == pool)
         return self._list_records(query)
@@ -107,9 +111,7 @@ class ListQueries(StoreBase):
 
     def known_mailing_lists(self) -> tuple[set[str], set[str]]:
         """(ids, names) of the lists the database still considers to exist on Qualtrics."""
-        query = sa.select(lists.c.mailing_list_id, lists.c.name).where(
-            lists.c.state != ListState.DELETED
-        )
+        query = sa.select(lists.c.mailing_list_id, lists.c.name).where(list_not_deleted())
         with self.read() as connection:
             rows = connection.execute(query).all()
         return {row[0] for row in rows if row[0]}, {row[1] for row in rows}
@@ -149,7 +151,13 @@ class ListQueries(StoreBase):
         )
 
     def _lists_where(self, *conditions: sa.ColumnElement[bool]) -> list[ListRecord]:
-        query = sa.select(lists).where(*conditions).order_by(lists.c.expires_at, lists.c.id)
+        """Lists not deleted that meet ``conditions`` (gc's candidates), read through the
+        partial index over the lists not deleted."""
+        query = (
+            sa.select(lists)
+            .where(list_not_deleted(), *conditions)
+            .order_by(lists.c.expires_at, lists.c.id)
+        )
         return self._list_records(query)
 
     def _list_records(self, query: sa.Select[Any]) -> list[ListRecord]:

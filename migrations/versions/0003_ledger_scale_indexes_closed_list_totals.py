@@ -5,8 +5,9 @@
 - ``ix_links_pool_claimed_at``: ``claimed (24 h)`` and ``export --since`` read a range.
 - ``ix_links_list_id_status_expires_at`` replaces ``ix_links_list_id`` (its prefix): gc's
   live-claim check and the live lists' counts are read from the index alone.
-- ``ix_links_writeback_failed``: failed write-backs of a pool, a partial index.
-- ``ix_lists_state_expires_at``: gc's candidate lists across pools.
+- ``ix_links_writeback_pending_pool``, ``ix_links_writeback_failed``: a pool's pending and
+  failed write-backs, partial indexes.
+- ``ix_lists_live_pool``, ``ix_lists_live_expires_at``: the lists not deleted yet (partial).
 - ``ix_links_pool_status`` goes: nothing reads it any more, and every claim paid to update it.
 
 Revision ID: 0003
@@ -35,6 +36,24 @@ WHERE lists.state = 'deleted'
 GROUP BY lists.pool
 """
 
+LIVE_LIST = {
+    "sqlite_where": sa.text("state != 'deleted'"),
+    "postgresql_where": sa.text("state != 'deleted'"),
+}
+LIVE_LIST_INDEXES = {
+    "ix_lists_live_pool": ["pool", "state"],
+    "ix_lists_live_expires_at": ["state", "expires_at"],
+}
+WRITEBACK_INDEXES = {
+    "ix_links_writeback_pending_pool": "pending",
+    "ix_links_writeback_failed": "failed",
+}
+
+
+def writeback_is(state: str) -> dict[str, sa.TextClause]:
+    condition = f"writeback = '{state}'"
+    return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -47,7 +66,8 @@ def upgrade() -> None:
     )
     op.execute(BACKFILL)
     with op.batch_alter_table("lists", schema=None) as batch_op:
-        batch_op.create_index("ix_lists_state_expires_at", ["state", "expires_at"], unique=False)
+        for name, columns in LIVE_LIST_INDEXES.items():
+            batch_op.create_index(name, columns, unique=False, **LIVE_LIST)
     with op.batch_alter_table("links", schema=None) as batch_op:
         batch_op.create_index(
             "ix_links_list_id_status_expires_at",
@@ -57,26 +77,19 @@ def upgrade() -> None:
         batch_op.drop_index("ix_links_list_id")
         batch_op.drop_index("ix_links_pool_status")
         batch_op.create_index("ix_links_pool_claimed_at", ["pool", "claimed_at"], unique=False)
-        batch_op.create_index(
-            "ix_links_writeback_failed",
-            ["pool"],
-            unique=False,
-            sqlite_where=sa.text("writeback = 'failed'"),
-            postgresql_where=sa.text("writeback = 'failed'"),
-        )
+        for name, state in WRITEBACK_INDEXES.items():
+            batch_op.create_index(name, ["pool"], unique=False, **writeback_is(state))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("links", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_links_writeback_failed",
-            sqlite_where=sa.text("writeback = 'failed'"),
-            postgresql_where=sa.text("writeback = 'failed'"),
-        )
+        for name, state in WRITEBACK_INDEXES.items():
+            batch_op.drop_index(name, **writeback_is(state))
         batch_op.drop_index("ix_links_pool_claimed_at")
         batch_op.create_index("ix_links_pool_status", ["pool", "status"], unique=False)
         batch_op.create_index("ix_links_list_id", ["list_id"], unique=False)
         batch_op.drop_index("ix_links_list_id_status_expires_at")
     with op.batch_alter_table("lists", schema=None) as batch_op:
-        batch_op.drop_index("ix_lists_state_expires_at")
+        for name in LIVE_LIST_INDEXES:
+            batch_op.drop_index(name, **LIVE_LIST)
     op.drop_table("closed_list_totals")

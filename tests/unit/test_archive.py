@@ -17,8 +17,11 @@ from linkpool import config
 from linkpool.archive import archive, write_archive
 from linkpool.cli import App, main
 from linkpool.clock import ManualClock
+from linkpool.config import PoolSettings
 from linkpool.models import ListState, links
+from linkpool.pool import LinkPool
 from linkpool.store import Store
+from tests.conftest import SURVEY_ID
 from tests.unit.test_cli import assert_clean_failure, config_text
 
 DAY = timedelta(days=1)
@@ -195,3 +198,45 @@ def test_archive_needs_a_valid_before(run, history, tmp_path) -> None:
 
     assert "--before" in line
     assert not list(tmp_path.glob("a.gz*"))
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_export_rows_format_times_as_isoformat_does(database, request, clock, seed) -> None:
+    store: Store = request.getfixturevalue("store" if database == "sqlite" else "pg_store")
+    seed(store, "nps", 3, now=clock.now(), expires_at=clock.now() + 30 * DAY)
+    lp = LinkPool(
+        engine=store.engine, pools=[PoolSettings(name="nps", survey_id=SURVEY_ID)], clock=clock
+    )
+    lp.claim("nps", recipient="whole-second", data={"b": 1, "a": "é"})
+    clock.advance(timedelta(microseconds=1234))
+    lp.claim("nps", recipient="fraction")
+
+    rows = [row for batch in store.export_rows("nps") for row in batch]
+    records = list(store.iter_claims("nps"))
+
+    assert [row[0] for row in rows] == [r.claimed_at.isoformat() for r in records]
+    assert [row[5] for row in rows] == [r.expires_at.isoformat() for r in records]
+    assert rows[0][0].endswith(":00+00:00") and rows[1][0].endswith(".001234+00:00")
+    assert rows[0][3] == '{"a":"é","b":1}'
+    assert [row[4] for row in rows] == [r.url for r in records]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_export_csv_lines_are_what_csv_writer_writes(database, request, clock, seed) -> None:
+    store: Store = request.getfixturevalue("store" if database == "sqlite" else "pg_store")
+    seed(store, "nps", 8, now=clock.now(), expires_at=clock.now() + 30 * DAY)
+    lp = LinkPool(
+        engine=store.engine, pools=[PoolSettings(name="nps", survey_id=SURVEY_ID)], clock=clock
+    )
+    awkward = ["plain", "a,b", 'say "hi"', "line\nbreak", "carriage\rreturn", " spaced ", "é"]
+    for recipient in awkward:
+        lp.claim("nps", recipient=recipient, key=recipient + "|k", data={"v": recipient})
+    lp.claim("nps", recipient="no key, no data")
+
+    lines = [line for batch in store.export_csv_lines("nps") for line in batch]
+    expected = io.StringIO()
+    csv.writer(expected).writerows(row for batch in store.export_rows("nps") for row in batch)
+
+    assert "\r\n".join(lines) + "\r\n" == expected.getvalue()
+    parsed = list(csv.reader(io.StringIO(expected.getvalue(), newline="")))
+    assert [row[1] for row in parsed] == [*awkward, "no key, no data"]
