@@ -20,12 +20,15 @@ BATCH = 1_000_000
 _POSTGRES_LINKS = """
 INSERT INTO links (list_id, pool, ext_ref, contact_id, contact_lookup_id, url, expires_at,
                    status, recipient, idempotency_key, data, claimed_at, writeback)
-SELECT :first_list + (n - 1) / :list_size, :pool, :pool || '/h#' || n, 'CID_h' || n,
-       'CGC_h' || n, 'https://bench.qualtrics.com/jfe/form/SV_h?Q_DL=' || :pool || n,
-       CAST(:start AS timestamptz) + (n * :step + 2592000) * interval '1 second',
+SELECT CAST(:first_list AS bigint) + (n - 1) / CAST(:list_size AS bigint), p.pool,
+       p.pool || '/h#' || n, 'CID_h' || n, 'CGC_h' || n,
+       'https://bench.qualtrics.com/jfe/form/SV_h?Q_DL=' || p.pool || n,
+       p.start + (n * p.step + 2592000) * interval '1 second',
        'claimed', 'recipient-' || n, 'key-' || n, '{"order":"' || n || '"}',
-       CAST(:start AS timestamptz) + n * :step * interval '1 second', 'done'
-FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint)) AS n
+       p.start + n * p.step * interval '1 second', 'done'
+FROM (SELECT CAST(:pool AS text) AS pool, CAST(:start AS timestamptz) AS start,
+             CAST(:step AS float8) AS step) AS p,
+     generate_series(CAST(:low AS bigint), CAST(:high AS bigint)) AS n
 """
 
 _SQLITE_LINKS = """
