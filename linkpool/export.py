@@ -24,7 +24,6 @@ from linkpool.store.claims import EXPORT_TEXT_COLUMNS
 
 COLUMNS = EXPORT_TEXT_COLUMNS
 FORMATS = ("csv", "json")
-CSV_TERMINATOR = "\r\n"  # csv.writer's, as the header's
 
 
 def claim_record(row: ExportedClaim) -> dict[str, Any]:
@@ -50,15 +49,11 @@ def claim_record(row: ExportedClaim) -> dict[str, Any]:
 def write_claims(
     store: Store, pool: str, stream: TextIO, fmt: str = "csv", since: datetime | None = None
 ) -> int:
-    """Write the pool's claims to ``stream`` as CSV (``data`` as its canonical JSON text:
-    compact, keys sorted) or as a JSON array of objects."""
+    """Write the pool's claims to ``stream`` as CSV (lines end with LF; ``data`` as its
+    canonical JSON text: compact, keys sorted) or as a JSON array of objects."""
     if fmt == "csv":
-        csv.writer(stream).writerow(COLUMNS)
-        count = 0
-        for lines in store.export_csv_lines(pool, since):
-            stream.write(CSV_TERMINATOR.join(lines) + CSV_TERMINATOR)
-            count += len(lines)
-        return count
+        csv.writer(stream, lineterminator="\n").writerow(COLUMNS)
+        return store.copy_csv(pool, since, stream.write)
     if fmt == "json":
         return write_json_array(store.export_rows(pool, since), stream)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

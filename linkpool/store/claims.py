@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import codecs
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -171,13 +172,42 @@ class ClaimQueries(StoreBase):
         for batch in self._stream(query):
             yield [tuple(row) for row in batch]
 
-    def export_csv_lines(self, pool: str, since: datetime | None = None) -> Iterator[list[str]]:
-        """``export_rows`` as CSV lines (no terminator), each formatted by the database as
-        Python's ``csv.writer`` would: at a million rows, formatting in Python cost twice the
-        query, and the database's own bulk export (``COPY``) sets the pace to keep."""
-        line = csv_line(export_text_columns(self._postgres), self._postgres)
-        for batch in self._stream(self._export_query([line], pool, since)):
-            yield [row[0] for row in batch]
+    def copy_csv(self, pool: str, since: datetime | None, write: Callable[[str], object]) -> int:
+        """Write the export's rows through ``write`` as CSV lines (LF-terminated, no header):
+        the database formats them, at the pace of its own bulk export. Returns the row count.
+
+        PostgreSQL runs ``COPY (the export's query) TO STDOUT``; SQLite, which has no COPY,
+        returns each row as one CSV line built in the query (``csv_line``). Formatting in
+        Python cost four times the query at a million rows."""
+        columns = export_text_columns(self._postgres)
+        if self._postgres:
+            return self._copy_postgres(
+                self._export_query(list(columns.values()), pool, since), write
+            )
+        count = 0
+        for batch in self._stream(self._export_query([csv_line(columns)], pool, since)):
+            write("\n".join([row[0] for row in batch]) + "\n")
+            count += len(batch)
+        return count
+
+    def _copy_postgres(self, query: sa.Select[Any], write: Callable[[str], object]) -> int:
+        compiled = query.compile(dialect=self.engine.dialect)
+        statement = f"COPY ({compiled.string}) TO STDOUT (FORMAT csv)"
+        decoder = codecs.getincrementaldecoder("utf-8")()  # a block may end mid-character
+        driver_error = self.engine.dialect.loaded_dbapi.Error
+        with self.read() as connection:
+            connection.exec_driver_sql("SET LOCAL DateStyle = 'ISO'")
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                with cursor.copy(statement, compiled.params) as copy:
+                    for block in copy:
+                        write(decoder.decode(bytes(block)))
+                write(decoder.decode(b"", final=True))
+                return int(cursor.rowcount)
+            except driver_error as exc:
+                raise database_error(sa.exc.DBAPIError(statement, None, exc)) from exc
+            finally:
+                cursor.close()
 
     @staticmethod
     def _export_query(
@@ -257,12 +287,13 @@ def export_text_columns(postgres: bool) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
-def csv_line(columns: dict[str, sa.ColumnElement[Any]], postgres: bool) -> sa.ColumnElement[str]:
-    """One CSV line of text columns, as ``csv.writer`` (QUOTE_MINIMAL) writes it: NULL as
-    nothing; a value holding a comma, a quote, CR or LF in quotes, its quotes doubled. The
-    times (formatted above) and the write-back state never need quotes and are not checked."""
+def csv_line(columns: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[str]:
+    """One CSV line of text columns in SQLite, quoted as PostgreSQL's COPY quotes (and
+    ``csv.reader`` reads): NULL as nothing; a value holding a comma, a quote, CR or LF in
+    quotes, its quotes doubled.
+    The times (formatted above) and the write-back state never need quotes and are not checked."""
     fields = [
-        _csv_field(sa.type_coerce(column, sa.String), postgres, checked=name not in CSV_SAFE)
+        _csv_field(sa.type_coerce(column, sa.String), checked=name not in CSV_SAFE)
         for name, column in columns.items()
     ]
     line = fields[0]
@@ -272,21 +303,16 @@ def csv_line(columns: dict[str, sa.ColumnElement[Any]], postgres: bool) -> sa.Co
 
 
 CSV_SAFE = frozenset({"claimed_at", "expires_at", "writeback"})
+_NEEDS_QUOTES: sa.ColumnElement[Any] = sa.literal_column(
+    "'*[,\"' || char(13, 10) || ']*'"
+)  # one GLOB pass
 
 
-def _csv_field(
-    value: sa.ColumnElement[str], postgres: bool, *, checked: bool
-) -> sa.ColumnElement[str]:
+def _csv_field(value: sa.ColumnElement[str], *, checked: bool) -> sa.ColumnElement[str]:
     if not checked:
         return sa.func.coalesce(value, "")
-    # One pass over the value for the four characters: a regular expression on PostgreSQL,
-    # a GLOB character class on SQLite (both case-sensitive).
-    if postgres:
-        special = value.op("~")(sa.literal_column("E'[,\"\\r\\n]'"))
-    else:
-        special = value.op("GLOB")(sa.literal_column("'*[,\"' || char(13, 10) || ']*'"))
     quoted = '"' + sa.func.replace(value, '"', '""') + '"'
-    choice = sa.case((value.is_(None), ""), (special, quoted), else_=value)
+    choice = sa.case((value.is_(None), ""), (value.op("GLOB")(_NEEDS_QUOTES), quoted), else_=value)
     return sa.type_coerce(choice, sa.String)
 
 
@@ -298,13 +324,12 @@ def _sqlite_iso(column: sa.Column[Any]) -> sa.ColumnElement[str]:
 
 
 def _postgres_iso(column: sa.Column[Any]) -> sa.ColumnElement[str]:
-    """``datetime.isoformat()`` of the UTC time, formatted by PostgreSQL."""
-    utc = sa.func.timezone("UTC", column)
-    fraction = sa.case(
-        (sa.func.to_char(utc, "US") == "000000", ""), else_=sa.func.to_char(utc, ".US")
-    )
-    seconds = sa.func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')
-    return sa.type_coerce(seconds, sa.String) + fraction + "+00:00"
+    """``datetime.isoformat()`` of the UTC time, from PostgreSQL's own ISO text (DateStyle
+    ISO: ``YYYY-MM-DD HH:MM:SS[.f…]``, trailing zeros of the fraction dropped), padded back
+    to six digits: a cast and three string functions, several times cheaper than to_char."""
+    text = sa.cast(sa.func.timezone("UTC", column), sa.Text)
+    padded = sa.case((sa.func.length(text) == 19, text), else_=sa.func.rpad(text, 26, "0"))
+    return sa.type_coerce(sa.func.replace(padded, " ", "T"), sa.String) + "+00:00"
 
 
 NOT_DELETED = tuple(state for state in ListState if state != ListState.DELETED)

@@ -210,6 +210,8 @@ def test_export_rows_format_times_as_isoformat_does(database, request, clock, se
     lp.claim("nps", recipient="whole-second", data={"b": 1, "a": "é"})
     clock.advance(timedelta(microseconds=1234))
     lp.claim("nps", recipient="fraction")
+    clock.advance(timedelta(microseconds=120000 - 1234))
+    lp.claim("nps", recipient="trailing zeros")
 
     rows = [row for batch in store.export_rows("nps") for row in batch]
     records = list(store.iter_claims("nps"))
@@ -217,12 +219,13 @@ def test_export_rows_format_times_as_isoformat_does(database, request, clock, se
     assert [row[0] for row in rows] == [r.claimed_at.isoformat() for r in records]
     assert [row[5] for row in rows] == [r.expires_at.isoformat() for r in records]
     assert rows[0][0].endswith(":00+00:00") and rows[1][0].endswith(".001234+00:00")
+    assert rows[2][0].endswith(".120000+00:00")
     assert rows[0][3] == '{"a":"é","b":1}'
     assert [row[4] for row in rows] == [r.url for r in records]
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_export_csv_lines_are_what_csv_writer_writes(database, request, clock, seed) -> None:
+def test_the_database_writes_the_csv_csv_reader_reads(database, request, clock, seed) -> None:
     store: Store = request.getfixturevalue("store" if database == "sqlite" else "pg_store")
     seed(store, "nps", 8, now=clock.now(), expires_at=clock.now() + 30 * DAY)
     lp = LinkPool(
@@ -230,13 +233,16 @@ def test_export_csv_lines_are_what_csv_writer_writes(database, request, clock, s
     )
     awkward = ["plain", "a,b", 'say "hi"', "line\nbreak", "carriage\rreturn", " spaced ", "é"]
     for recipient in awkward:
-        lp.claim("nps", recipient=recipient, key=recipient + "|k", data={"v": recipient})
+        lp.claim("nps", recipient=recipient, key=recipient + "|k", data={"v": recipient * 400})
     lp.claim("nps", recipient="no key, no data")
+    chunks: list[str] = []
 
-    lines = [line for batch in store.export_csv_lines("nps") for line in batch]
-    expected = io.StringIO()
-    csv.writer(expected).writerows(row for batch in store.export_rows("nps") for row in batch)
+    count = store.copy_csv("nps", None, chunks.append)
 
-    assert "\r\n".join(lines) + "\r\n" == expected.getvalue()
-    parsed = list(csv.reader(io.StringIO(expected.getvalue(), newline="")))
+    rows = [row for batch in store.export_rows("nps") for row in batch]
+    written = "".join(chunks)
+    parsed = list(csv.reader(io.StringIO(written, newline="")))
+    assert count == len(rows) == len(awkward) + 1
+    assert parsed == [[value or "" for value in row] for row in rows]
     assert [row[1] for row in parsed] == [*awkward, "no key, no data"]
+    assert written.count("\n") == len(rows) + 2  # one per row, and in two quoted values
