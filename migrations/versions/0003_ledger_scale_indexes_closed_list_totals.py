@@ -5,8 +5,8 @@
 - ``ix_links_pool_claimed_at``: ``claimed (24 h)`` and ``export --since`` read a range.
 - ``ix_links_list_id_status_expires_at`` replaces ``ix_links_list_id`` (its prefix): gc's
   live-claim check and the live lists' counts are read from the index alone.
-- ``ix_links_writeback_pending_pool``, ``ix_links_writeback_failed``: a pool's pending and
-  failed write-backs, partial indexes.
+- ``ix_links_writeback_pending`` gains ``pool``: a pool's pending write-backs are counted from
+  the index alone; ``ix_links_writeback_failed``: a pool's failed ones, a partial index.
 - ``ix_lists_live_pool``, ``ix_lists_live_expires_at``: the lists not deleted yet (partial).
 - ``ix_links_pool_status`` goes: nothing reads it any more, and every claim paid to update it.
 
@@ -44,10 +44,7 @@ LIVE_LIST_INDEXES = {
     "ix_lists_live_pool": ["pool", "state"],
     "ix_lists_live_expires_at": ["state", "expires_at"],
 }
-WRITEBACK_INDEXES = {
-    "ix_links_writeback_pending_pool": "pending",
-    "ix_links_writeback_failed": "failed",
-}
+PENDING = "pending"
 
 
 def writeback_is(state: str) -> dict[str, sa.TextClause]:
@@ -77,14 +74,28 @@ def upgrade() -> None:
         batch_op.drop_index("ix_links_list_id")
         batch_op.drop_index("ix_links_pool_status")
         batch_op.create_index("ix_links_pool_claimed_at", ["pool", "claimed_at"], unique=False)
-        for name, state in WRITEBACK_INDEXES.items():
-            batch_op.create_index(name, ["pool"], unique=False, **writeback_is(state))
+        batch_op.create_index(
+            "ix_links_writeback_failed", ["pool"], unique=False, **writeback_is("failed")
+        )
+        batch_op.drop_index("ix_links_writeback_pending", **writeback_is(PENDING))
+        batch_op.create_index(
+            "ix_links_writeback_pending",
+            ["writeback_due_at", "pool"],
+            unique=False,
+            **writeback_is(PENDING),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("links", schema=None) as batch_op:
-        for name, state in WRITEBACK_INDEXES.items():
-            batch_op.drop_index(name, **writeback_is(state))
+        batch_op.drop_index("ix_links_writeback_pending", **writeback_is(PENDING))
+        batch_op.create_index(
+            "ix_links_writeback_pending",
+            ["writeback_due_at"],
+            unique=False,
+            **writeback_is(PENDING),
+        )
+        batch_op.drop_index("ix_links_writeback_failed", **writeback_is("failed"))
         batch_op.drop_index("ix_links_pool_claimed_at")
         batch_op.create_index("ix_links_pool_status", ["pool", "status"], unique=False)
         batch_op.create_index("ix_links_list_id", ["list_id"], unique=False)
