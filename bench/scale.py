@@ -100,7 +100,7 @@ def measure(kind: str, url: str, size: int) -> str:
     analyze(engine)
     seeded = time.perf_counter() - began
     engine.dispose()
-    claim = run(claim_with_linkpool, url, CLAIMERS, CLAIMS_EACH)
+    claim = run(claim_with_linkpool, url, CLAIMERS, CLAIMS_EACH, "FULL")
     counts_ms = time_counts(url, expected_claimed=size + LIVE_CLAIMS)
     config = write_config(url)
     status_s = statistics.median(timed_cli(config, "status", "--json")[0] for _ in range(3))
@@ -302,11 +302,11 @@ def _depth(rows: list[Any], row: Any) -> int:
 COUNTER_ROW = "UPDATE pool_counter SET claimed = claimed + 1 WHERE pool = 'bench'"
 
 
-def claim_alone(url: str, claims: int, start: Any, out: Any) -> None:
+def claim_alone(url: str, claims: int, start: Any, out: Any, _synchronous: str) -> None:
     claim_raw(url, claims, start, out, counter=False)
 
 
-def claim_and_count(url: str, claims: int, start: Any, out: Any) -> None:
+def claim_and_count(url: str, claims: int, start: Any, out: Any, _synchronous: str) -> None:
     claim_raw(url, claims, start, out, counter=True)
 
 
@@ -353,7 +353,7 @@ def hot_row(admin_url: str) -> str:
                     )
                     connection.execute(sa.text("INSERT INTO pool_counter VALUES ('bench', 0)"))
                 engine.dispose()
-                figures = run(target, url, CLAIMERS, 1000)
+                figures = run(target, url, CLAIMERS, 1000, "FULL")
                 lines.append(
                     f"| {label} | {figures['claims_per_s']:.0f} | {figures['p50_ms']:.2f} |"
                     f" {figures['p99_ms']:.2f} |"
