@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from linkpool.models import LinkStatus, ListState, links, lists
+from linkpool.models import Erasure, LinkStatus, ListState, links, lists
 from linkpool.store.base import StoreBase
 from linkpool.store.claims import EXPORT_BATCH, EXPORT_COLUMNS
 from linkpool.store.records import ArchivedClaim
@@ -15,10 +15,11 @@ from linkpool.store.records import ArchivedClaim
 
 class ArchiveQueries(StoreBase):
     def iter_archivable(self, *, before: datetime) -> Iterator[ArchivedClaim]:
-        """Claims made before ``before`` whose list gc has deleted, by link id, streamed.
+        """Claims made before ``before`` whose list gc has deleted, by link id, streamed;
+        not one whose ``forget`` still has to clear its contact (sync needs the row).
 
-        Deleted lists' links never change, so the set is stable while the archive is written;
-        a list deleted meanwhile only adds claims, which the next run takes."""
+        Deleted lists' links never change status, so the set is stable while the archive is
+        written; a list deleted meanwhile only adds claims, which the next run takes."""
         query = (
             sa.select(*EXPORT_COLUMNS, links.c.pool)
             .join(lists, lists.c.id == links.c.list_id)
@@ -26,6 +27,7 @@ class ArchiveQueries(StoreBase):
                 lists.c.state == ListState.DELETED,
                 links.c.status == LinkStatus.CLAIMED,
                 links.c.claimed_at < before,
+                links.c.erasure.is_distinct_from(Erasure.PENDING),
             )
             .order_by(links.c.id)
         )
@@ -45,6 +47,7 @@ class ArchiveQueries(StoreBase):
                     links.c.id.in_(list(batch)),
                     links.c.status == LinkStatus.CLAIMED,
                     links.c.list_id.in_(deleted_lists),
+                    links.c.erasure.is_distinct_from(Erasure.PENDING),
                 )
                 removed += int(connection.execute(statement).rowcount)
         return removed

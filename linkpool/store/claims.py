@@ -302,7 +302,7 @@ def csv_line(columns: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[str]
     return line
 
 
-CSV_SAFE = frozenset({"claimed_at", "expires_at", "writeback"})
+CSV_SAFE = frozenset({"claimed_at", "expires_at", "writeback", "erased_at"})
 _NEEDS_QUOTES: sa.ColumnElement[Any] = sa.literal_column(
     "'*[,\"' || char(13, 10) || ']*'"
 )  # one GLOB pass

@@ -246,3 +246,16 @@ def test_the_database_writes_the_csv_csv_reader_reads(database, request, clock, 
     assert parsed == [[value or "" for value in row] for row in rows]
     assert [row[1] for row in parsed] == [*awkward, "no key, no data"]
     assert written.count("\n") == len(rows) + 2  # one per row, and in two quoted values
+
+
+def test_archive_leaves_a_claim_whose_erasure_is_pending(run, store, history, tmp_path) -> None:
+    waiting = history["old"][0]
+    with store.write() as connection:
+        connection.execute(sa.update(links).where(links.c.id == waiting).values(erasure="pending"))
+
+    assert run("archive", "--before", "43d", "--output", str(tmp_path / "a.gz")).exit_code == 0
+
+    assert [r["link_id"] for r in jsonl(tmp_path / "a.gz")] == sorted(
+        history["old"][1:] + history["other"]
+    )
+    assert waiting in stored_ids(store)
