@@ -10,8 +10,8 @@
 - ``ix_lists_live_pool``, ``ix_lists_live_expires_at``: the lists not deleted yet (partial).
 - ``ix_links_pool_status`` goes: nothing reads it any more, and every claim paid to update it.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 09:30:00
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
