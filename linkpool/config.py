@@ -45,6 +45,9 @@ MAX_EMBEDDED_VALUE = 1024
 """Embedded-data names and values in the directory ("Adding Directory Contacts")."""
 MAX_RESPONSE_VALUE = 1000
 """Embedded-data values in a response update (``update-responses``)."""
+ENRICHMENT_MODES = ("contact", "response", "both", "none")
+"""Where a claim's recipient and data go: onto the placeholder contact before the respondent
+opens the link, onto the recorded response afterwards, both, or neither (docs/responses.md)."""
 INTERVAL_SUFFIX = "_interval"
 
 _DURATION = re.compile(r"\s*(\d{1,12})\s*([smhd])\s*")
@@ -553,6 +556,26 @@ class PoolSettings:
         kind=STRING_TABLE,
         example={"source": "linkpool"},
     )
+    enrichment: str = setting(
+        "both",
+        doc="where each claim's recipient and data go: `contact` (written onto the placeholder "
+        "before the link is opened; needed to pipe them into questions; one API call per "
+        "claim), `response` (put on the recorded response in bulk by `linkpool responses`), "
+        "`both`, or `none` (the ledger and the export only)",
+        kind=STRING,
+        rule=re.compile("|".join(ENRICHMENT_MODES)),
+        rule_text="one of " + ", ".join(ENRICHMENT_MODES),
+    )
+
+    @property
+    def writes_contact(self) -> bool:
+        """Whether a claim is written back onto its placeholder contact (``sync``)."""
+        return self.enrichment in ("contact", "both")
+
+    @property
+    def enriches_responses(self) -> bool:
+        """Whether a claim's data is put on its recorded response (``linkpool responses``)."""
+        return self.enrichment in ("response", "both")
 
     def __post_init__(self) -> None:
         _validate(self, f"pool {self.name!r}", self._rules)
@@ -560,6 +583,14 @@ class PoolSettings:
     def _rules(self) -> Iterator[tuple[str, str]]:
         if self.low_water > self.target_available:
             yield "low_water", "must not exceed target_available"
+        if self.enriches_responses and isinstance(self.embedded_data, Mapping):
+            for name, value in self.embedded_data.items():
+                if isinstance(value, str) and len(value) > MAX_RESPONSE_VALUE:
+                    yield (
+                        f"embedded_data.{name}",
+                        f"must be at most {MAX_RESPONSE_VALUE} characters when enrichment "
+                        "puts it on responses",
+                    )
         if self.min_remaining >= self.link_ttl:
             yield "min_remaining", "must be shorter than link_ttl"
 
@@ -712,6 +743,43 @@ class ServiceSettings:
         _validate(self, "[service]", _no_rules)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResponsesSettings:
+    overlap: timedelta = setting(
+        timedelta(hours=1),
+        doc="each export starts this long before the end of the last one, so a response "
+        "recorded on the boundary (or late, or by a clock that differs) is not missed",
+        kind=DURATION,
+        low=timedelta(seconds=0),
+        high=timedelta(days=30),
+    )
+    batch_size: int = setting(
+        5000,
+        doc="responses updated by one bulk update job",
+        kind=INTEGER,
+        low=1,
+        high=100_000,
+    )
+    poll_interval: float = setting(
+        2.0,
+        doc="the wait between two polls of an export or an update job",
+        kind=SECONDS,
+        low=timedelta(seconds=1),
+        high=timedelta(minutes=10),
+    )
+    job_timeout: float = setting(
+        1800.0,
+        doc="how long an export or an update job may take before the run gives up on it "
+        "(the next run polls the same job again)",
+        kind=SECONDS,
+        low=timedelta(seconds=1),
+        high=timedelta(days=1),
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self, "[responses]", _no_rules)
+
+
 ScheduleSettings = Mapping[str, timedelta]
 """``[schedule]``: job name → interval, holding only what the file says. The job registry
 declares each job's default interval and refuses names it does not know."""
@@ -807,6 +875,16 @@ class Settings:
                 doc="The HTTP claim service, `linkpool serve` (see docs/service.md).",
                 form="one",
                 settings=ServiceSettings,
+            )
+        },
+    )
+    responses: ResponsesSettings = field(
+        default_factory=ResponsesSettings,
+        metadata={
+            SPEC: Table(
+                doc="Response tracking and enrichment (`linkpool responses`).",
+                form="one",
+                settings=ResponsesSettings,
             )
         },
     )

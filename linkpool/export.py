@@ -43,19 +43,29 @@ def claim_record(row: ExportedClaim) -> dict[str, Any]:
         "survey_id": row.survey_id,
         "writeback": row.writeback,
         "erased_at": row.erased_at.isoformat() if row.erased_at else None,
+        "response_id": row.response_id,
+        "finished": row.response_finished,
+        "responded_at": row.responded_at.isoformat() if row.responded_at else None,
     }
 
 
 def write_claims(
-    store: Store, pool: str, stream: TextIO, fmt: str = "csv", since: datetime | None = None
+    store: Store,
+    pool: str,
+    stream: TextIO,
+    fmt: str = "csv",
+    since: datetime | None = None,
+    *,
+    answered: bool | None = None,
 ) -> int:
     """Write the pool's claims to ``stream`` as CSV (lines end with LF; ``data`` as its
-    canonical JSON text: compact, keys sorted) or as a JSON array of objects."""
+    canonical JSON text: compact, keys sorted; ``finished`` as true/false) or as a JSON array
+    of objects. ``answered`` True/False keeps only claims with/without a response."""
     if fmt == "csv":
         csv.writer(stream, lineterminator="\n").writerow(COLUMNS)
-        return store.copy_csv(pool, since, stream.write)
+        return store.copy_csv(pool, since, stream.write, answered=answered)
     if fmt == "json":
-        return write_json_array(store.export_rows(pool, since), stream)
+        return write_json_array(store.export_rows(pool, since, answered=answered), stream)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -67,6 +77,8 @@ def write_json_array(batches: Iterator[list[tuple[str | None, ...]]], stream: Te
             record: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
             if record["data"] is not None:
                 record["data"] = json.loads(record["data"])
+            if record["finished"] is not None:
+                record["finished"] = record["finished"] == "true"
             stream.write(("," if count else "") + "\n  " + json.dumps(record, sort_keys=True))
             count += 1
     stream.write("\n]\n")
@@ -74,7 +86,13 @@ def write_json_array(batches: Iterator[list[tuple[str | None, ...]]], stream: Te
 
 
 def export_to_file(
-    store: Store, pool: str, path: Path, fmt: str = "csv", since: datetime | None = None
+    store: Store,
+    pool: str,
+    path: Path,
+    fmt: str = "csv",
+    since: datetime | None = None,
+    *,
+    answered: bool | None = None,
 ) -> int:
     """Export into ``path`` atomically: a failure leaves no half-written file behind."""
     directory = path.resolve().parent
@@ -86,7 +104,7 @@ def export_to_file(
         raise LinkPoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with handle:
-            count = write_claims(store, pool, cast(TextIO, handle), fmt, since)
+            count = write_claims(store, pool, cast(TextIO, handle), fmt, since, answered=answered)
         os.replace(handle.name, path)
     except BaseException:
         os.unlink(handle.name)

@@ -12,12 +12,14 @@ from linkpool.errors import ConfigError
 from linkpool.gc import GC_JOB
 from linkpool.job import Job
 from linkpool.refill import REFILL_JOB
+from linkpool.responses import RESPONSES_JOB
 from linkpool.sync import SYNC_JOB
 
 JOBS: tuple[Job, ...] = (
     SYNC_JOB,
     REFILL_JOB,
     GC_JOB,
+    RESPONSES_JOB,
 )
 
 

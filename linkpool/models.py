@@ -6,6 +6,9 @@
 - ``leases``: named locks with an expiry (scheduler leader, per-pool refill, gc, sync).
 - ``closed_list_totals``: per pool, the claimed and void links of its deleted lists, added once
   by gc when it deletes a list, so counting a year of claims reads one row (docs/status.md).
+- ``response_cursors``, ``response_updates``, ``stray_responses``: response tracking and
+  enrichment (``linkpool responses``): how far each pool's export got, the bulk update jobs,
+  and responses on links nobody claimed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum, nonmember
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -122,6 +126,34 @@ class Erasure(StrEnum):
 MAX_RECIPIENT_LENGTH = 255
 """A recipient id's length limit: the claim and ``forget`` check it before the column does."""
 
+
+class Enrichment(StrEnum):
+    """The state of a claim's data on its recorded response (``linkpool responses``).
+
+    ``pending``: answered, the data still to be put on the response; ``sending``: in a bulk
+    update job (``enrichment_update_id``); ``verify``: sent, but whether it landed is unknown
+    (the answer was lost, or the run was killed): the next export shows the response's data,
+    which decides; ``done``; ``failed``: refused for good."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    VERIFY = "verify"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class UpdateState(StrEnum):
+    """A bulk response update job: recorded before its POST (``sending``), then ``running``
+    with its progress id, then ``complete`` or ``failed``; ``unknown`` when the POST's answer
+    never came."""
+
+    SENDING = "sending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -198,6 +230,12 @@ links = Table(
     Column("erasure_attempts", Integer, nullable=False, server_default=text("0")),
     Column("erasure_due_at", UTCDateTime),
     Column("erasure_error", Text),
+    Column("response_id", String(64), unique=True),
+    Column("response_finished", Boolean),
+    Column("responded_at", UTCDateTime),
+    Column("enrichment", String(16)),
+    Column("enrichment_update_id", Integer, ForeignKey("response_updates.id")),
+    Column("enrichment_error", Text),
     UniqueConstraint("pool", "idempotency_key"),
     # The claim's probe: available links of one pool by expiry; partial, so it stays small.
     Index(
@@ -232,6 +270,22 @@ links = Table(
         "pool",
         sqlite_where=text("writeback = 'failed'"),
         postgresql_where=text("writeback = 'failed'"),
+    ),
+    # Answered claims of a pool by time (status counts); enrichment not done yet (to do, in
+    # flight, to verify, refused), per pool: the queue and status's counts, never the history.
+    Index(
+        "ix_links_answered",
+        "pool",
+        "responded_at",
+        sqlite_where=text("response_id IS NOT NULL"),
+        postgresql_where=text("response_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_links_enrichment_unsettled",
+        "pool",
+        "enrichment",
+        sqlite_where=text("enrichment IN ('pending', 'sending', 'verify', 'failed')"),
+        postgresql_where=text("enrichment IN ('pending', 'sending', 'verify', 'failed')"),
     ),
 )
 
@@ -277,4 +331,45 @@ closed_list_totals = Table(
     Column("lists", Integer, nullable=False),
     Column("claimed", Integer, nullable=False),
     Column("void", Integer, nullable=False),
+)
+
+response_cursors = Table(
+    "response_cursors",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("survey_id", String(32), nullable=False),
+    # Responses recorded before this were all read; the next export starts a little earlier.
+    Column("recorded_until", UTCDateTime),
+    # The export in flight (a killed run polls it again instead of starting another).
+    Column("export_progress_id", String(64)),
+    Column("export_start", UTCDateTime),
+    Column("export_requested_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+response_updates = Table(
+    "response_updates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pool", String(64), nullable=False),
+    Column("survey_id", String(32), nullable=False),
+    Column("progress_id", String(64)),
+    Column("state", String(16), nullable=False),
+    Column("items", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("error", Text),
+    Index("ix_response_updates_pool_state", "pool", "state"),
+)
+
+stray_responses = Table(
+    "stray_responses",
+    metadata,
+    Column("response_id", String(64), primary_key=True),
+    Column("pool", String(64), nullable=False),
+    Column("ext_ref", String(100), nullable=False),
+    Column("link_status", String(16), nullable=False),
+    Column("recorded_at", UTCDateTime),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_stray_responses_pool", "pool"),
 )

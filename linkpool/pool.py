@@ -31,8 +31,9 @@ from linkpool.errors import (
     UnknownPool,
 )
 from linkpool.forget import ForgetReport, check_recipient, forget
+from linkpool.models import WriteBack
 from linkpool.qualtrics.client import QualtricsClient, normal_link
-from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, Store
+from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, ResponseCounts, Store
 from linkpool.sync import as_text, write_back_claim
 
 MAX_DATA_BYTES = 64 * 1024
@@ -209,6 +210,11 @@ class LinkPool:
         settings = self.pool(pool)
         return self.store.counts(pool, self.clock.now(), settings.min_remaining)
 
+    def response_counts(self, pool: str) -> ResponseCounts:
+        """What ``linkpool responses`` found for ``pool``: answered claims, strays, enrichment."""
+        self.pool(pool)
+        return self.store.response_counts(pool, self.clock.now())
+
     def close(self) -> None:
         if self._owns_client and self._client is not None:
             self._client.close()
@@ -240,6 +246,7 @@ class LinkPool:
             data=canonical_json(data),
             now=now,
             cutoff=now + settings.min_remaining,
+            writeback=WriteBack.PENDING if settings.writes_contact else None,
         )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from linkpool.config import PoolSettings
-from linkpool.store import PoolCounts
+from linkpool.store import PoolCounts, ResponseCounts
 
 OK, LOW, EMPTY = "OK", "LOW", "EMPTY"
 
@@ -43,8 +43,31 @@ def pools_report(
     pools: Mapping[str, PoolSettings],
     counts: Callable[[str], PoolCounts],
     names: Iterable[str] | None = None,
+    responses: Callable[[str], ResponseCounts] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each pool's entry by name: every configured pool, or those of ``names`` (in the
-    configuration's order). ``linkpool status --json`` and ``GET /v1/pools`` both print it."""
+    configuration's order), with its responses when ``responses`` is given. ``linkpool status
+    --json`` and ``GET /v1/pools`` both print it."""
     wanted = pools if names is None else [name for name in pools if name in set(names)]
-    return {name: pool_status(counts(name), pools[name]) for name in wanted}
+    report = {}
+    for name in wanted:
+        stock = counts(name)
+        report[name] = pool_status(stock, pools[name])
+        if responses is not None:
+            report[name].update(response_status(responses(name), stock))
+    return report
+
+
+def response_status(responses: ResponseCounts, counts: PoolCounts) -> dict[str, Any]:
+    """The response entries of a pool's ``status --json`` (docs/status.md): answered claims,
+    the response rate (answered / claimed, None before any claim), responses on unclaimed
+    links, and enrichment still to do or given up."""
+    return {
+        "answered": responses.answered,
+        "answered_24h": responses.answered_24h,
+        "finished": responses.finished,
+        "response_rate": round(responses.answered / counts.claimed, 4) if counts.claimed else None,
+        "responses_on_unclaimed_links": responses.unclaimed_responses,
+        "enrichment_pending": responses.enrichment_open,
+        "enrichment_failed": responses.enrichment_failed,
+    }

@@ -392,9 +392,7 @@ class Writer:
         """The PUT body: embedded data, plus the mapped contact fields if configured."""
         data = json.loads(row.data) if row.data else {}
         pool = self.pools.get(row.pool)
-        embedded = dict(pool.embedded_data) if pool is not None else {}
-        embedded.update({key: as_text(value) for key, value in data.items() if value is not None})
-        embedded[self.settings.recipient_field] = row.recipient
+        embedded = claim_embedded_data(pool, data, row.recipient, self.settings.recipient_field)
         fields: dict[str, Any] = {"embeddedData": embedded}
         for qualtrics_field, key in self.settings.contact_fields.items():
             if data.get(key) is not None:
@@ -413,6 +411,17 @@ class Writer:
     def failed(self, row: WriteBackRecord, attempts: int, error: str) -> WriteBackOutcome:
         logger.warning("write-back of link %s failed: %s", row.id, error)
         return WriteBackOutcome(row.id, WriteBack.FAILED, attempts, None, error)
+
+
+def claim_embedded_data(
+    pool: PoolSettings | None, data: Mapping[str, Any], recipient: str, recipient_field: str
+) -> dict[str, str]:
+    """What a claim puts on its contact or its response: the pool's embedded data, the
+    claim's data (values as text) and the recipient under ``recipient_field``."""
+    embedded = dict(pool.embedded_data) if pool is not None else {}
+    embedded.update({key: as_text(value) for key, value in data.items() if value is not None})
+    embedded[recipient_field] = recipient
+    return embedded
 
 
 def backoff(attempts: int) -> timedelta:
@@ -437,6 +446,7 @@ __all__ = [
     "as_text",
     "backoff",
     "clear_contacts",
+    "claim_embedded_data",
     "sync",
     "write_back_claim",
 ]

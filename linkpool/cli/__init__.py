@@ -44,6 +44,7 @@ for command in (
     commands.doctor_command,
     commands.sync_command,
     commands.forget_command,
+    commands.responses_command,
     commands.simulator_command,
     commands.refill_command,
     commands.run_command,

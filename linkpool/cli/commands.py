@@ -35,6 +35,7 @@ from linkpool.jobs import intervals
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import Progress, RefillReport
 from linkpool.refill import refill as refill_pools
+from linkpool.responses import track_responses
 from linkpool.scheduler import run_daemon
 from linkpool.status import pools_report
 from linkpool.sync import sync as sync_write_backs
@@ -119,7 +120,8 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
     if check_health:
         status_check(app, as_json, max_intervals)
         return
-    report = pools_report(app.linkpool.pools, app.linkpool.counts)
+    lp = app.linkpool
+    report = pools_report(lp.pools, lp.counts, responses=lp.response_counts)
     if as_json:
         echo_json({"pools": report})
         return
@@ -134,6 +136,9 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
         "claimed",
         "lists",
         "sync due",
+        "answered",
+        "rate",
+        "unclaimed resp.",
         "health",
     )
     rows = [
@@ -145,6 +150,9 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
             r["claimed"],
             len(r["lists"]),
             r["writeback_pending"],
+            r["answered"],
+            f"{r['response_rate']:.0%}" if r["response_rate"] is not None else "-",
+            r["responses_on_unclaimed_links"],
             r["health"],
         )
         for name, r in report.items()
@@ -183,16 +191,24 @@ def status_check(app: App, as_json: bool, max_intervals: int) -> None:
     help="Only claims made at or after TIME: an ISO 8601 date or time (UTC unless an offset "
     "is given) or a duration back from now (24h, 7d).",
 )
+@click.option(
+    "--answered/--unanswered",
+    "answered",
+    default=None,
+    help="Only claims with a response / only those without (the reminder list).",
+)
 @pass_app
-def export(app: App, pool: str, fmt: str, output: Path | None, since: str | None) -> None:
-    """Every claim of POOL: recipient, key, data, time, URL, contact ids, expiry."""
+def export(
+    app: App, pool: str, fmt: str, output: Path | None, since: str | None, answered: bool | None
+) -> None:
+    """Every claim of POOL: recipient, key, data, time, URL, contact ids, expiry, response."""
     lp = app.linkpool
     lp.pool(pool)
     start = None if since is None else parse_instant(since, now=app.clock.now(), option="--since")
     if output is None:
-        write_claims(lp.store, pool, sys.stdout, fmt, start)
+        write_claims(lp.store, pool, sys.stdout, fmt, start, answered=answered)
         return
-    count = export_to_file(lp.store, pool, output, fmt, start)
+    count = export_to_file(lp.store, pool, output, fmt, start, answered=answered)
     click.echo(f"exported {count} claim(s) of pool {pool!r} to {output}", err=True)
 
 
@@ -402,6 +418,31 @@ def forget_command(app: App, recipient: str, as_json: bool) -> None:
     click.echo(report.summary())
     for note in report.notes:
         click.echo(f"linkpool: forget: {note}", err=True)
+
+
+@click.command("responses")
+@click.option("--pool", "pool_name", metavar="NAME", help="Only this pool.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def responses_command(ctx: click.Context, pool_name: str | None, as_json: bool) -> None:
+    """Mark answered claims from the survey's responses; put claim data on the responses.
+
+    Exits 1 if a pool could not be read or updated in this run (the next run resumes it).
+    """
+    app = current_app(ctx)
+    store = app.linkpool.store
+    if pool_name is not None:
+        app.linkpool.pool(pool_name)
+    with qualtrics_client(app) as client:
+        report = track_responses(app.settings, client, store, app.clock, pool_name=pool_name)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+        for error in report.errors:
+            click.echo(f"linkpool: responses: {error}", err=True)
+    if report.errors:
+        ctx.exit(EXIT_FAILURE)
 
 
 @click.command("simulator")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -78,6 +78,9 @@ FAILED_IMPORT_STATUSES = frozenset(
     {"failed", "failure", "error", "cancelled", "canceled", "aborted"}
 )
 """Import ``status`` values (free text, no documented enum) that end the wait at once."""
+ISO_FORMAT = EXPIRATION_FORMAT
+"""Times sent to the response export (``startDate``): the same ISO 8601 UTC form."""
+DOWNLOAD_CHUNK = 64 * 1024
 
 try:
     __version__ = version("linkpool")
@@ -121,6 +124,24 @@ class ImportStatus:
     @property
     def has_failed(self) -> bool:
         return self.status.strip().lower() in FAILED_IMPORT_STATUSES
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """How far a response export or a bulk response update got. ``status`` is Qualtrics'
+    (``inProgress``, ``complete``, ``failed``); ``file_id`` is set once an export is complete."""
+
+    status: str
+    percent_complete: float
+    file_id: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
 
 
 @dataclass(frozen=True)
@@ -493,6 +514,67 @@ class QualtricsClient:
         """A survey's metadata (``name``, ``isActive``…): whether links can be made for it."""
         return self._result(api.GET_SURVEY, {"surveyId": survey_id})
 
+    # --- responses ---
+
+    def start_response_export(self, survey_id: str, *, start: datetime) -> str:
+        """Start a JSON export of the responses recorded at or after ``start``; returns its
+        progress id."""
+        body = {"format": "json", "startDate": utc(start).strftime(ISO_FORMAT)}
+        result = self._result(api.START_RESPONSE_EXPORT, {"surveyId": survey_id}, json=body)
+        return _required_str(result, "progressId", api.START_RESPONSE_EXPORT)
+
+    def get_response_export(self, survey_id: str, progress_id: str) -> JobProgress:
+        ids = {"surveyId": survey_id, "progressId": progress_id}
+        return _progress(self._result(api.GET_RESPONSE_EXPORT, ids))
+
+    def download_response_export(self, survey_id: str, file_id: str, sink: IO[bytes]) -> int:
+        """Stream the export's zip into ``sink`` (never whole in memory); returns its size.
+
+        Retried like any GET: ``sink`` is rewound and truncated before each attempt."""
+        endpoint = api.GET_RESPONSE_EXPORT_FILE
+        url = self._url(endpoint, {"surveyId": survey_id, "fileId": file_id})
+        attempt = 0
+        while True:
+            attempt += 1
+            sink.seek(0)
+            sink.truncate()
+            try:
+                with self._throttle.slot():
+                    self._count(endpoint.key)
+                    with self._http.stream("GET", url) as response:
+                        if response.is_success:
+                            for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                                sink.write(chunk)
+                            return sink.tell()
+                        response.read()
+                        body = _json_body(response)
+                        delay = self._delay_after_error_status(endpoint, response, body, attempt)
+            except httpx.TransportError as exc:
+                delay = self._delay_after_transport_error(endpoint, exc, attempt)
+            self._clock.sleep(delay)
+
+    def start_response_update(self, survey_id: str, updates: list[dict[str, Any]]) -> str:
+        """Start a bulk update of recorded responses (``{responseId, embeddedData}`` items);
+        returns its progress id. A POST: a lost answer raises OutcomeUnknown."""
+        body = {"updates": updates, "ignoreMissingResponses": True}
+        result = self._result(api.START_RESPONSE_UPDATE, {"surveyId": survey_id}, json=body)
+        return _required_str(result, "progressId", api.START_RESPONSE_UPDATE)
+
+    def get_response_update(self, survey_id: str, progress_id: str) -> JobProgress:
+        ids = {"surveyId": survey_id, "progressId": progress_id}
+        return _progress(self._result(api.GET_RESPONSE_UPDATE, ids))
+
+    def update_response(
+        self, survey_id: str, response_id: str, embedded_data: Mapping[str, str]
+    ) -> None:
+        """Set embedded data on one recorded response (the fallback of a refused bulk job)."""
+        body = {
+            "surveyId": survey_id,
+            "embeddedData": dict(embedded_data),
+            "resetRecordedDate": False,
+        }
+        self._call(api.UPDATE_RESPONSE, {"responseId": response_id}, json=body)
+
     # --- envelope ---
 
     def _result(
@@ -805,3 +887,12 @@ def _index_of(entry: Any) -> int | None:
     if isinstance(entry, int | str) and str(entry).isdigit():
         return int(entry)
     return None
+
+
+def _progress(result: Mapping[str, Any]) -> JobProgress:
+    file_id = result.get("fileId")
+    return JobProgress(
+        status=str(result.get("status") or "inProgress"),
+        percent_complete=float(result.get("percentComplete") or 0),
+        file_id=str(file_id) if file_id else None,
+    )

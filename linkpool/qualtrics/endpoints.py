@@ -57,6 +57,8 @@ _MAILING_LIST = _MAILING_LISTS + "/{mailingListId}"
 _CONTACT = _MAILING_LIST + "/contacts/{contactId}"
 _IMPORTS = _MAILING_LIST + "/transactioncontacts"
 _DISTRIBUTION = "/distributions/{distributionId}"
+_EXPORTS = "/surveys/{surveyId}/export-responses"
+_UPDATES = "/surveys/{surveyId}/update-responses"
 
 WHOAMI: Final = Endpoint("GET", "/whoami")
 CREATE_MAILING_LIST: Final = Endpoint("POST", _MAILING_LISTS)
@@ -77,6 +79,12 @@ GET_DISTRIBUTION: Final = Endpoint("GET", _DISTRIBUTION)
 DELETE_DISTRIBUTION: Final = Endpoint("DELETE", _DISTRIBUTION)
 LIST_LINKS: Final = Endpoint("GET", _DISTRIBUTION + "/links")
 GET_SURVEY: Final = Endpoint("GET", "/surveys/{surveyId}")
+START_RESPONSE_EXPORT: Final = Endpoint("POST", _EXPORTS)
+GET_RESPONSE_EXPORT: Final = Endpoint("GET", _EXPORTS + "/{progressId}")
+GET_RESPONSE_EXPORT_FILE: Final = Endpoint("GET", _EXPORTS + "/{fileId}/file")
+START_RESPONSE_UPDATE: Final = Endpoint("POST", _UPDATES)
+GET_RESPONSE_UPDATE: Final = Endpoint("GET", _UPDATES + "/{progressId}")
+UPDATE_RESPONSE: Final = Endpoint("PUT", "/responses/{responseId}")
 
 ENDPOINTS: Final[Mapping[str, Endpoint]] = MappingProxyType(
     {
@@ -97,6 +105,12 @@ ENDPOINTS: Final[Mapping[str, Endpoint]] = MappingProxyType(
         "delete_distribution": DELETE_DISTRIBUTION,
         "list_links": LIST_LINKS,
         "get_survey": GET_SURVEY,
+        "start_response_export": START_RESPONSE_EXPORT,
+        "get_response_export": GET_RESPONSE_EXPORT,
+        "get_response_export_file": GET_RESPONSE_EXPORT_FILE,
+        "start_response_update": START_RESPONSE_UPDATE,
+        "get_response_update": GET_RESPONSE_UPDATE,
+        "update_response": UPDATE_RESPONSE,
     }
 )
 """Every endpoint the client calls, by name (the name of the constant, lower-cased)."""

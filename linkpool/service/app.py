@@ -148,14 +148,18 @@ class Service:
 
     async def pools(self, request: Request) -> Response:
         key = await self.authenticate(request)
-        report = await self.run_blocking(pools_report, self.lp.pools, self.lp.counts, key.pools)
+        report = await self.run_blocking(
+            pools_report, self.lp.pools, self.lp.counts, key.pools, self.lp.response_counts
+        )
         return JSONResponse({"pools": report})
 
     async def pool(self, request: Request) -> Response:
         pool = request.path_params["pool"]
         await self.authorize(request, pool)
         self.lp.pool(pool)
-        report = await self.run_blocking(pools_report, self.lp.pools, self.lp.counts, [pool])
+        report = await self.run_blocking(
+            pools_report, self.lp.pools, self.lp.counts, [pool], self.lp.response_counts
+        )
         return JSONResponse({"pool": pool, **report[pool]})
 
     # --- operations ----------------------------------------------------------------------

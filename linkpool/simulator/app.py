@@ -32,10 +32,12 @@ from linkpool.simulator.http import (
     JsonObject,
     Request,
     Response,
+    Route,
     failure,
     find_route,
     not_found,
 )
+from linkpool.simulator.responses import ResponseHandlers
 from linkpool.simulator.state import Brand, Distribution, MailingList, SurveyResponse
 
 StartResponse = Callable[..., Any]
@@ -54,7 +56,7 @@ class LinkCheck:
     reason: str
 
 
-class Simulator(ApiHandlers):
+class Simulator(ApiHandlers, ResponseHandlers):
     """An in-memory Qualtrics: one brand, one XM directory, the endpoints linkpool calls.
 
     Call it as a WSGI app, mount it with ``transport()``, or serve it over HTTP with
@@ -92,6 +94,9 @@ class Simulator(ApiHandlers):
         self._lock = threading.RLock()
         for survey_id in surveys:
             self.add_survey(survey_id)
+
+    def routes(self) -> list[Route]:
+        return super().routes() + self.response_routes()
 
     # --- WSGI -------------------------------------------------------------------------------
 
@@ -230,13 +235,14 @@ class Simulator(ApiHandlers):
         with self._lock:
             return self._check(url)
 
-    def respond(self, url: str) -> LinkCheck:
+    def respond(self, url: str, *, finished: bool = True) -> LinkCheck:
         """Take the survey through ``url`` (opening it first if it was not): uses the link up
-        and records a response with the snapshot taken at the first open."""
+        and records a response with the snapshot taken at the first open, one the export then
+        returns (``finished=False`` for one closed incomplete)."""
         with self._lock:
             check = self._open(url)
             if check.ok:
-                self._record_response(url)
+                self._record_response(url, finished=finished)
             return check
 
     def _open(self, url: str) -> LinkCheck:
@@ -248,16 +254,22 @@ class Simulator(ApiHandlers):
             link.opened_at = self.clock.now()
         return check
 
-    def _record_response(self, url: str) -> None:
+    def _record_response(self, url: str, *, finished: bool = True) -> None:
         link = self.brand.links[url]
         link.used = True
+        contact = self.brand.contacts[link.contact_id]
+        now = self.clock.now()
         self.brand.responses.append(
             SurveyResponse(
                 distribution_id=link.distribution_id,
                 contact_id=link.contact_id,
-                embedded_data=dict(link.snapshot or {}),
-                recorded_at=self.clock.now(),
-                opened_at=link.opened_at or self.clock.now(),
+                embedded_data={name: str(value) for name, value in (link.snapshot or {}).items()},
+                recorded_at=now,
+                opened_at=link.opened_at or now,
+                id=self.brand.new_id("R_"),
+                survey_id=self.brand.distributions[link.distribution_id].survey_id,
+                ext_ref=contact.ext_ref,
+                finished=finished,
             )
         )
 

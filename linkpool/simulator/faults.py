@@ -38,14 +38,29 @@ class Faults:
 
     import_failure_rate: float = 0.0
     """Fraction of contact imports whose job ends with ``status: "failed"``, importing nothing."""
+    export_failure_rate: float = 0.0
+    """Fraction of response exports that end ``failed`` instead of ``complete``."""
+
+    export_polls: int = 2
+    """Status polls a response export takes to complete (raise it for a slow export)."""
+
+    lost_update_rate: float = 0.0
+    """Fraction of bulk response updates that are started (and later applied) but answer 504."""
+
+    refuse_bulk_updates: bool = False
+    """Answer every bulk response update 400, as a brand without the feature would."""
 
     def __post_init__(self) -> None:
+        if self.export_polls < 1:
+            raise ValueError("Faults.export_polls must be at least 1")
         for name in (
             "import_failure_rate",
             "error_rate",
             "lost_response_rate",
             "link_lag_fraction",
             "exceeded_contact_frequency_rate",
+            "export_failure_rate",
+            "lost_update_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -101,11 +101,18 @@ class Response:
     status: int
     body: JsonObject
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    """A body that is not JSON (an export's zip file), sent as ``content_type``."""
+    content_type: str = "application/json"
 
     def render(self) -> tuple[str, list[tuple[str, str]], bytes]:
-        payload = json.dumps(self.body, separators=(",", ":")).encode()
+        payload = (
+            self.raw
+            if self.raw is not None
+            else json.dumps(self.body, separators=(",", ":")).encode()
+        )
         headers = [
-            ("Content-Type", "application/json"),
+            ("Content-Type", self.content_type),
             ("Content-Length", str(len(payload))),
             *self.headers.items(),
         ]

@@ -180,13 +180,69 @@ class Distribution:
 @dataclass
 class SurveyResponse:
     """A respondent took the survey: the contact's embedded data as it was when they first
-    opened the link (``opened_at``), not when they finished (``recorded_at``)."""
+    opened the link (``opened_at``), not when they finished (``recorded_at``); later changed
+    only by response updates."""
 
     distribution_id: str
     contact_id: str
     embedded_data: dict[str, Any]
     recorded_at: datetime
     opened_at: datetime
+    id: str = ""
+    survey_id: str = ""
+    ext_ref: str | None = None
+    finished: bool = True
+
+    def as_element(self) -> dict[str, Any]:
+        """The element of a JSON response export: ``responseId`` and ``values``; embedded data
+        sits among the values, by field name, as Qualtrics exports it."""
+        started = self.opened_at
+        return {
+            "responseId": self.id,
+            "values": {
+                **self.embedded_data,
+                "startDate": timestamp(started),
+                "endDate": timestamp(self.recorded_at),
+                "status": 0,
+                "progress": 100 if self.finished else 50,
+                "duration": int((self.recorded_at - started).total_seconds()),
+                "finished": 1 if self.finished else 0,
+                "recordedDate": timestamp(self.recorded_at),
+                "_recordId": self.id,
+                "distributionChannel": "gl",
+                "userLanguage": "EN",
+                "externalDataReference": self.ext_ref or "",
+            },
+            "labels": {"status": "IP Address", "finished": "True" if self.finished else "False"},
+            "displayedFields": [],
+            "displayedValues": {},
+        }
+
+
+@dataclass
+class ExportJob:
+    """A response export: done after ``polls_needed`` polls, then its file is a zip."""
+
+    id: str
+    survey_id: str
+    start: datetime | None
+    end: datetime | None
+    polls_needed: int
+    polls: int = 0
+    failed: bool = False
+    file_id: str | None = None
+
+
+@dataclass
+class UpdateJob:
+    """A bulk response update: applied when it completes, after ``polls_needed`` polls."""
+
+    id: str
+    survey_id: str
+    updates: list[dict[str, Any]]
+    polls_needed: int
+    polls: int = 0
+    complete: bool = False
 
 
 class Brand:
@@ -205,6 +261,9 @@ class Brand:
         self.distributions: dict[str, Distribution] = {}
         self.links: dict[str, Link] = {}
         self.responses: list[SurveyResponse] = []
+        self.exports: dict[str, ExportJob] = {}
+        self.export_files: dict[str, bytes] = {}
+        self.updates: dict[str, UpdateJob] = {}
 
     def new_id(self, prefix: str) -> str:
         return prefix + "".join(self.random.choices(ALPHANUMERIC, k=15))

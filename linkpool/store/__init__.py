@@ -31,6 +31,16 @@ from linkpool.store.records import (
     WriteBackOutcome,
     WriteBackRecord,
 )
+from linkpool.store.responses import (
+    AnsweredLink,
+    CursorRecord,
+    EnrichmentItem,
+    ResponseChange,
+    ResponseCounts,
+    ResponseQueries,
+    StrayResponse,
+    UpdateRecord,
+)
 from linkpool.store.successes import SuccessQueries
 from linkpool.store.writebacks import WriteBackQueries
 
@@ -44,6 +54,7 @@ class Store(
     ErasureQueries,
     KeyQueries,
     ArchiveQueries,
+    ResponseQueries,
 ):
     """All of linkpool's queries on one engine (see the table-group modules)."""
 
@@ -51,7 +62,14 @@ class Store(
 __all__ = [
     "ApiKeyRecord",
     "ArchivedClaim",
+    "AnsweredLink",
     "ClaimRecord",
+    "CursorRecord",
+    "EnrichmentItem",
+    "ResponseChange",
+    "ResponseCounts",
+    "StrayResponse",
+    "UpdateRecord",
     "ClaimRequest",
     "ErasedClaim",
     "ErasureOutcome",

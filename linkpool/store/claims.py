@@ -55,6 +55,7 @@ class ClaimQueries(StoreBase):
                 "p_key": request.key,
                 "p_data": request.data,
                 "p_now": request.now,
+                "p_writeback": request.writeback,
             }
         )
 
@@ -93,7 +94,7 @@ class ClaimQueries(StoreBase):
                 idempotency_key=sa.bindparam("p_key"),
                 data=sa.bindparam("p_data"),
                 claimed_at=now,
-                writeback=WriteBack.PENDING,
+                writeback=sa.bindparam("p_writeback"),  # per pool: None writes nothing back
                 writeback_due_at=now,
             )
             .returning(*CLAIM_COLUMNS)
@@ -146,33 +147,37 @@ class ClaimQueries(StoreBase):
         )
         return tuple(connection.execute(query).scalars())
 
-    def iter_claims(self, pool: str, since: datetime | None = None) -> Iterator[ExportedClaim]:
-        """Every claim of a pool (made at or after ``since``, if given), oldest first, with
-        the ids of its list and distribution. Streams: a server-side cursor on PostgreSQL,
-        fetched ``EXPORT_BATCH`` rows at a time, so memory stays flat at any ledger size."""
-        query = (
-            sa.select(*EXPORT_COLUMNS)
-            .join(lists, lists.c.id == links.c.list_id)
-            .where(links.c.pool == pool, links.c.status == LinkStatus.CLAIMED)
-            .order_by(links.c.claimed_at, links.c.id)
-        )
-        if since is not None:
-            query = query.where(links.c.claimed_at >= since)
+    def iter_claims(
+        self, pool: str, since: datetime | None = None, *, answered: bool | None = None
+    ) -> Iterator[ExportedClaim]:
+        """Every claim of a pool (made at or after ``since``, if given; with or without a
+        response, if ``answered`` is True or False), oldest first, with the ids of its list
+        and distribution. Streams: a server-side cursor on PostgreSQL, fetched
+        ``EXPORT_BATCH`` rows at a time, so memory stays flat at any ledger size."""
+        query = self._export_query(list(EXPORT_COLUMNS), pool, since, answered)
         with self.read() as connection:
             rows = connection.execution_options(yield_per=EXPORT_BATCH).execute(query)
             for row in rows.mappings():
                 yield ExportedClaim.from_row(row)
 
     def export_rows(
-        self, pool: str, since: datetime | None = None
+        self, pool: str, since: datetime | None = None, *, answered: bool | None = None
     ) -> Iterator[list[tuple[str | None, ...]]]:
         """The rows of ``linkpool export`` in batches of ``EXPORT_BATCH``: every value text
         (or None), in ``EXPORT_TEXT_COLUMNS`` order, times already ISO 8601 in UTC."""
-        query = self._export_query(list(export_text_columns(self._postgres).values()), pool, since)
+        columns = list(export_text_columns(self._postgres).values())
+        query = self._export_query(columns, pool, since, answered)
         for batch in self._stream(query):
             yield [tuple(row) for row in batch]
 
-    def copy_csv(self, pool: str, since: datetime | None, write: Callable[[str], object]) -> int:
+    def copy_csv(
+        self,
+        pool: str,
+        since: datetime | None,
+        write: Callable[[str], object],
+        *,
+        answered: bool | None = None,
+    ) -> int:
         """Write the export's rows through ``write`` as CSV lines (LF-terminated, no header):
         the database formats them, at the pace of its own bulk export. Returns the row count.
 
@@ -182,10 +187,11 @@ class ClaimQueries(StoreBase):
         columns = export_text_columns(self._postgres)
         if self._postgres:
             return self._copy_postgres(
-                self._export_query(list(columns.values()), pool, since), write
+                self._export_query(list(columns.values()), pool, since, answered), write
             )
         count = 0
-        for batch in self._stream(self._export_query([csv_line(columns)], pool, since)):
+        lines = self._export_query([csv_line(columns)], pool, since, answered)
+        for batch in self._stream(lines):
             write("\n".join([row[0] for row in batch]) + "\n")
             count += len(batch)
         return count
@@ -211,7 +217,10 @@ class ClaimQueries(StoreBase):
 
     @staticmethod
     def _export_query(
-        columns: list[sa.ColumnElement[Any]], pool: str, since: datetime | None
+        columns: list[sa.ColumnElement[Any]],
+        pool: str,
+        since: datetime | None,
+        answered: bool | None = None,
     ) -> sa.Select[Any]:
         query = (
             sa.select(*columns)
@@ -221,6 +230,9 @@ class ClaimQueries(StoreBase):
         )
         if since is not None:
             query = query.where(links.c.claimed_at >= since)
+        if answered is not None:
+            has_response = links.c.response_id.is_not(None)
+            query = query.where(has_response if answered else sa.not_(has_response))
         return query
 
     def _stream(self, query: sa.Select[Any]) -> Iterator[Sequence[sa.Row[Any]]]:
@@ -244,6 +256,9 @@ EXPORT_COLUMNS = (
     links.c.contact_lookup_id,
     links.c.ext_ref,
     links.c.writeback,
+    links.c.response_id,
+    links.c.response_finished,
+    links.c.responded_at,
     lists.c.mailing_list_id,
     lists.c.distribution_id,
     lists.c.survey_id,
@@ -263,6 +278,9 @@ EXPORT_TEXT_COLUMNS = (
     "survey_id",
     "writeback",
     "erased_at",
+    "response_id",
+    "finished",
+    "responded_at",
 )
 
 
@@ -284,6 +302,12 @@ def export_text_columns(postgres: bool) -> dict[str, sa.ColumnElement[Any]]:
         "survey_id": lists.c.survey_id,
         "writeback": links.c.writeback,
         "erased_at": iso(links.c.erased_at),
+        "response_id": links.c.response_id,
+        "finished": sa.case(
+            (links.c.response_finished.is_(True), "true"),
+            (links.c.response_finished.is_(False), "false"),
+        ),
+        "responded_at": iso(links.c.responded_at),
     }
 
 
@@ -302,7 +326,17 @@ def csv_line(columns: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[str]
     return line
 
 
-CSV_SAFE = frozenset({"claimed_at", "expires_at", "writeback", "erased_at"})
+CSV_SAFE = frozenset(
+    {
+        "claimed_at",
+        "expires_at",
+        "writeback",
+        "erased_at",
+        "response_id",
+        "finished",
+        "responded_at",
+    }
+)
 _NEEDS_QUOTES: sa.ColumnElement[Any] = sa.literal_column(
     "'*[,\"' || char(13, 10) || ']*'"
 )  # one GLOB pass

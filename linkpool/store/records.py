@@ -31,6 +31,7 @@ class ClaimRequest:
     data: str | None  # canonical JSON text
     now: datetime
     cutoff: datetime  # links must expire at or after this to be handed out
+    writeback: WriteBack | None = WriteBack.PENDING  # None: the pool writes nothing to contacts
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class ExportedClaim(Record):
     contact_lookup_id: str | None
     ext_ref: str
     writeback: WriteBack | None
+    response_id: str | None
+    response_finished: bool | None
+    responded_at: datetime | None
     mailing_list_id: str | None
     distribution_id: str | None
     survey_id: str

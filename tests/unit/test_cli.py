@@ -33,6 +33,13 @@ STATUS_KEYS = {
     "target_available",
     "lists",
     "writeback_pending",
+    "answered",
+    "answered_24h",
+    "finished",
+    "response_rate",
+    "responses_on_unclaimed_links",
+    "enrichment_pending",
+    "enrichment_failed",
     "writeback_failed",
 }
 CLAIM_KEYS = {
@@ -279,7 +286,8 @@ def test_status_json_shape_and_health(run, stocked) -> None:
     assert set(report["pools"]) == {"nps", "low", "empty"}
     for entry in report["pools"].values():
         assert set(entry) == STATUS_KEYS
-        assert all(isinstance(entry[key], int) for key in STATUS_KEYS - {"health", "lists"})
+        numbers = STATUS_KEYS - {"health", "lists", "response_rate"}
+        assert all(isinstance(entry[key], int) for key in numbers)
         assert all(list_id.startswith("CG_") for list_id in entry["lists"])
     nps, low, empty = (report["pools"][name] for name in ("nps", "low", "empty"))
     assert (nps["claimable"], nps["available"], nps["claimed"], nps["health"]) == (6, 6, 1, "OK")
@@ -289,6 +297,8 @@ def test_status_json_shape_and_health(run, stocked) -> None:
     assert nps["claimed_24h"] == 1
     assert len(nps["lists"]) == 1
     assert (nps["low_water"], nps["target_available"]) == (5, 10)
+    assert (nps["answered"], nps["response_rate"], nps["responses_on_unclaimed_links"]) == (0, 0, 0)
+    assert low["response_rate"] is None  # nothing claimed: no rate
 
 
 def test_status_claimed_24h_forgets_old_claims(run, stocked, clock: ManualClock) -> None:
@@ -306,11 +316,11 @@ def test_status_table(run, stocked) -> None:
     header, rule, *rows = result.stdout.splitlines()
     assert header.split() == [
         "pool", "claimable", "too", "old", "claimed", "24h", "claimed", "lists", "sync", "due",
-        "health",
+        "answered", "rate", "unclaimed", "resp.", "health",
     ]  # fmt: skip
     assert set(rule) <= {"-", " "}
     by_pool = {row.split()[0]: row.split() for row in rows}
-    assert by_pool["nps"] == ["nps", "6", "0", "1", "1", "1", "1", "OK"]
+    assert by_pool["nps"] == ["nps", "6", "0", "1", "1", "1", "1", "0", "0%", "0", "OK"]
     assert by_pool["low"][1] == "3" and by_pool["low"][-1] == "LOW"
     assert by_pool["empty"][1:3] == ["0", "2"] and by_pool["empty"][-1] == "EMPTY"
 

@@ -19,16 +19,18 @@ from linkpool.sync import SyncReport
 
 
 def test_the_registry_names_each_job_once_with_its_lock_and_default() -> None:
-    assert job_names() == ("sync", "refill", "gc")
+    assert job_names() == ("sync", "refill", "gc", "responses")
     assert {job.name: job.lock for job in JOBS} == {
         "sync": "sync",
         "refill": "refill:<pool>",
         "gc": "gc",
+        "responses": "responses",
     }
     assert {job.name: job.default_interval for job in JOBS} == {
         "sync": timedelta(seconds=30),
         "refill": timedelta(minutes=5),
         "gc": timedelta(hours=1),
+        "responses": timedelta(minutes=10),
     }
 
 
@@ -39,6 +41,7 @@ def test_intervals_take_the_schedule_over_each_jobs_default() -> None:
         "sync": timedelta(seconds=30),
         "refill": timedelta(minutes=5),
         "gc": timedelta(minutes=10),
+        "responses": timedelta(minutes=10),
     }
 
 
@@ -53,7 +56,7 @@ def test_a_schedule_key_naming_no_job_is_a_config_error() -> None:
         intervals(settings)
 
     assert str(caught.value) == (
-        "linkpool.toml: schedule.foo_interval: no such job; jobs: gc, refill, sync"
+        "linkpool.toml: schedule.foo_interval: no such job; jobs: gc, refill, responses, sync"
     )
 
 

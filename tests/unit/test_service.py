@@ -220,7 +220,9 @@ def test_pools_is_the_status_document(svc: Harness) -> None:
     response = svc.client.get("/v1/pools", headers=svc.auth())
     assert response.status_code == 200
     assert response.json() == json.loads(
-        json.dumps({"pools": pools_report(svc.lp.pools, svc.lp.counts)})
+        json.dumps(
+            {"pools": pools_report(svc.lp.pools, svc.lp.counts, responses=svc.lp.response_counts)}
+        )
     )
 
 
