@@ -300,6 +300,8 @@ class PoolTracker:
 
     def enrichment_after(self, link: AnsweredLink, response: ExportedResponse) -> Enrichment | None:
         current = Enrichment(link.enrichment) if link.enrichment is not None else None
+        if link.erased_at is not None:
+            return None if current in (None, Enrichment.PENDING, Enrichment.VERIFY) else current
         if not self.pool.enriches_responses or current in (
             Enrichment.DONE,
             Enrichment.FAILED,

@@ -52,6 +52,7 @@ class AnsweredLink(Record):
     response_finished: bool | None
     responded_at: datetime | None
     enrichment: str | None
+    erased_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class ResponseQueries(StoreBase):
             links.c.response_finished,
             links.c.responded_at,
             links.c.enrichment,
+            links.c.erased_at,
         ).where(links.c.ext_ref.in_(wanted))
         with self.read() as connection:
             return [AnsweredLink.from_row(row) for row in connection.execute(query).mappings()]

@@ -391,3 +391,19 @@ def test_the_cli_reports_runs_and_exits_1_when_a_pool_failed(
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
     unanswered = run("export", "nps", "--unanswered", "--format", "json")
     assert [row["recipient"] for row in json.loads(unanswered.stdout)] == ["cust-3"]
+
+
+def test_an_erased_claim_is_tracked_but_its_response_gets_nothing(
+    sim, client, db_store, clock, settings, scene, database
+):
+    """``forget`` before the enrichment: no recipient or data is sent for that claim."""
+    lp = pool_for(settings, database, clock)
+    lp.forget("cust-1")
+
+    report = track_responses(settings, client, db_store, clock)
+
+    assert report.answered == 3 and report.enriched == 2
+    assert "linkpool_recipient" not in response_of(sim, scene[1].url).embedded_data
+    assert response_of(sim, scene[0].url).embedded_data["linkpool_recipient"] == "cust-0"
+    erased = next(row for row in link_rows(db_store) if row["erased_at"] is not None)
+    assert erased["response_id"] is not None and erased["enrichment"] is None
