@@ -1,4 +1,4 @@
--- wrk script for bench/http.py: POST a claim with a unique Idempotency-Key each time.
+-- wrk script for bench/service.py: POST a claim with a unique Idempotency-Key each time.
 -- Usage: wrk ... -s bench/claim.lua URL -- API_KEY POOL
 local threads = {}
 local counter = 0

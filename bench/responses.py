@@ -13,10 +13,9 @@ for nothing else), so checks a job makes outside its report's tally count too.
 
 A manual clock: the counts do not depend on time; wall time is reported beside them.
 
-    python -P bench/responses.py                 # 1,000 answered claims
-    python -P bench/responses.py --claims 10000
+    python bench/responses.py                 # 1,000 answered claims
+    python bench/responses.py --claims 10000
 
-(``-P``: bench/http.py would otherwise shadow the standard library's ``http``.)
 """
 
 from __future__ import annotations

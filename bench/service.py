@@ -8,8 +8,8 @@ seeded, then for ``--seconds``:
   (bench/claim.lua), against ``linkpool serve --workers W``.
 
     apt-get install -y wrk
-    python bench/http.py                               # both databases, 1/8/32
-    python bench/http.py --databases postgres --seconds 5 --workers 2
+    python bench/service.py                               # both databases, 1/8/32
+    python bench/service.py --databases postgres --seconds 5 --workers 2
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="an admin URL")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        raise SystemExit("bench/http.py needs wrk: apt-get install -y wrk")
+        raise SystemExit("bench/service.py needs wrk: apt-get install -y wrk")
     print(
         "| database | connections | in-process claims/s | p50 ms | p99 ms "
         "| HTTP claims/s | p50 ms | p99 ms | HTTP / in-process | load average |"
