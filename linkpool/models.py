@@ -202,6 +202,11 @@ lists = Table(
     ),
 )
 
+UNSETTLED_ENRICHMENT = "enrichment IN ('pending', 'sending', 'verify', 'failed')"
+"""The partial index's predicate over enrichment still to do; queries that count through that
+index repeat it word for word, since SQLite uses a partial index only for a WHERE clause that
+contains its predicate (it does not see that a subset of the IN list implies it)."""
+
 links = Table(
     "links",
     metadata,
@@ -284,8 +289,8 @@ links = Table(
         "ix_links_enrichment_unsettled",
         "pool",
         "enrichment",
-        sqlite_where=text("enrichment IN ('pending', 'sending', 'verify', 'failed')"),
-        postgresql_where=text("enrichment IN ('pending', 'sending', 'verify', 'failed')"),
+        sqlite_where=text(UNSETTLED_ENRICHMENT),
+        postgresql_where=text(UNSETTLED_ENRICHMENT),
     ),
 )
 

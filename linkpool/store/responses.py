@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from linkpool.models import (
+    UNSETTLED_ENRICHMENT,
     Enrichment,
     LinkStatus,
     UpdateState,
@@ -385,11 +386,12 @@ class ResponseQueries(StoreBase):
                 sa.func.sum(sa.case((links.c.response_finished.is_(True), 1), else_=0)), 0
             ).label("finished"),
         ).where(links.c.pool == pool, answered)
+        unsettled = sa.text(UNSETTLED_ENRICHMENT)
         open_query = sa.select(sa.func.count()).where(
-            links.c.pool == pool, links.c.enrichment.in_(_OPEN)
+            links.c.pool == pool, unsettled, links.c.enrichment.in_(_OPEN)
         )
         failed_query = sa.select(sa.func.count()).where(
-            links.c.pool == pool, links.c.enrichment == Enrichment.FAILED
+            links.c.pool == pool, unsettled, links.c.enrichment == Enrichment.FAILED
         )
         stray_query = sa.select(sa.func.count()).where(stray_responses.c.pool == pool)
         with self.read() as connection:
