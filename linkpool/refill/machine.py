@@ -18,6 +18,8 @@ from linkpool.config import PoolSettings, RefillSettings
 from linkpool.errors import (
     BadRequest,
     ImportFailed,
+    LeaseHeld,
+    LeaseLost,
     LinkPoolError,
     NotFound,
     OutcomeUnknown,
@@ -45,8 +47,6 @@ from linkpool.store import ListRecord, NewLink, Store
 
 logger = logging.getLogger("linkpool.refill")
 
-LEASE_TTL = timedelta(minutes=15)
-"""Outlasts the longest step between two renewals: waiting for an import (``IMPORT_TIMEOUT``)."""
 IMPORT_TIMEOUT = 600.0
 LINKS_WAIT = timedelta(minutes=5)
 """How long to keep re-reading a links listing that has fewer links than the list has contacts."""
@@ -104,9 +104,9 @@ class PoolRefill:
         self.ctx = run
         self.pool = pool
         self.client = run.client
-        self.store = run.store
         self.clock = run.clock
-        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock, ttl=LEASE_TTL)
+        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock)
+        self.store = run.store.fenced(self.lease.fence())  # no write once the lease is lost
         self.report = PoolReport(pool.name)
         self.expected_links: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -116,13 +116,7 @@ class PoolRefill:
         with self.client.tally(self.report.api_calls):
             try:
                 self.report.claimable_before = self._claimable()
-                if self.lease.acquire():
-                    try:
-                        self._refill()
-                    finally:
-                        self.lease.release()
-                else:
-                    self.report.skipped = "already running"
+                self._refill_under_lease()
                 self.report.claimable_after = self._claimable()
                 if not self.report.skipped:
                     missing = self.pool.target_available - self.report.claimable_after
@@ -134,6 +128,21 @@ class PoolRefill:
         self.report.duration_s = self.clock.monotonic() - started
         self._log()
         return self.report
+
+    def _refill_under_lease(self) -> None:
+        """Refill while holding the pool's lease, its heartbeat beating and every API call
+        checking it; skip the pool when a live holder has it (LeaseInDoubt is an error)."""
+        try:
+            self.lease.take()
+        except LeaseHeld as exc:
+            self.report.skipped = f"already running, held by {exc.context['held_by']}"
+            return
+        self.lease.start_heartbeat()
+        try:
+            with self.client.guarded(self.lease.check):
+                self._refill()
+        finally:
+            self.lease.release()
 
     def _refill(self) -> None:
         unfinished = self.store.lists_in_states(ListState.PROVISIONING, self.pool.name)
@@ -264,9 +273,14 @@ class PoolRefill:
             list(pool.map(self._provision_one, list_ids, sizes))
 
     def _provision_one(self, list_id: int, size: int) -> None:
-        with self.client.tally(self.report.api_calls):  # a worker thread: its calls count too
+        with (
+            self.client.tally(self.report.api_calls),  # a worker thread: its calls count too
+            self.client.guarded(self.lease.check),
+        ):
             try:
                 self._provision(list_id)
+            except LeaseLost as exc:
+                self._error(exc)  # once for the pool, not once per list
             except LeftForOperator as exc:
                 self._leave_for_operator(list_id, exc)
             except ListTaken:
@@ -514,10 +528,11 @@ class PoolRefill:
     # --- bookkeeping ---
 
     def _between_steps(self) -> None:
-        """Stop here if asked to; else renew the lease (LeaseLost if another run took it)."""
+        """Stop here if asked to, or if the lease is no longer ours (LeaseLost); the heartbeat
+        renews it meanwhile."""
         if self.ctx.stop.is_set():
             raise Stopped()
-        self.lease.renew()
+        self.lease.check()
 
     def _advance(self, row: ListRecord, state: str, **values: Any) -> None:
         moved = self.store.advance_list(
@@ -533,6 +548,8 @@ class PoolRefill:
         else:
             message = f"{where}{type(error).__name__}: {error}"
         with self._lock:
+            if message in self.report.errors:
+                return
             self.report.errors.append(message)
         logger.error("refill %s: %s", self.pool.name, message)
 

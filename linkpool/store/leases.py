@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from linkpool.errors import DuplicateRecord
 from linkpool.models import leases
 from linkpool.store.base import StoreBase
+from linkpool.store.records import LeaseRecord
 
 
 class LeaseQueries(StoreBase):
@@ -56,6 +57,13 @@ class LeaseQueries(StoreBase):
             connection.execute(
                 sa.delete(leases).where(leases.c.name == name, leases.c.holder == holder)
             )
+
+    def lease_record(self, name: str) -> LeaseRecord | None:
+        """The lease's row, lapsed or not; None when nobody holds it."""
+        with self.read() as connection:
+            row = connection.execute(sa.select(leases).where(leases.c.name == name)).mappings()
+            found = row.first()
+        return LeaseRecord.from_row(found) if found is not None else None
 
     def lease_holder(self, name: str, *, now: datetime) -> str | None:
         query = sa.select(leases.c.holder).where(leases.c.name == name, leases.c.expires_at >= now)

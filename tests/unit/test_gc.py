@@ -12,13 +12,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from linkpool import gc as gc_module
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine, upgrade
 from linkpool.errors import LeaseHeld
 from linkpool.gc import collect, delete_orphans, find_orphans
-from linkpool.lease import Lease
+from linkpool.lease import DEFAULT_TTL, Lease
 from linkpool.models import LinkStatus, ListState, links
 from linkpool.pool import LinkPool
 from linkpool.refill import new_list_name, refill, refill_lease_name
@@ -369,16 +368,13 @@ def test_a_long_purge_keeps_renewing_the_gc_lease(
         pools=settings.pools,
         gc=GcSettings(grace=GRACE, purge_contacts=True),
     )
-    monkeypatch.setattr(gc_module, "PURGE_RENEW_EVERY", 1)
     real_delete = client.delete_directory_contact
     rival_took_it = []
 
     def slow_delete(contact_id: str) -> None:
         real_delete(contact_id)
-        clock.advance(gc_module.LEASE_TTL * 0.6)  # three deletions outlast one lease
-        rival_took_it.append(
-            store.acquire_lease("gc", "rival", now=clock.now(), ttl=gc_module.LEASE_TTL)
-        )
+        clock.advance(DEFAULT_TTL * 0.6)  # three deletions outlast one lease: the heartbeat
+        rival_took_it.append(store.acquire_lease("gc", "rival", now=clock.now(), ttl=DEFAULT_TTL))
 
     monkeypatch.setattr(client, "delete_directory_contact", slow_delete)
 
