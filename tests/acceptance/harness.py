@@ -22,14 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from linkpool.clock import SystemClock
 from linkpool.models import LinkStatus, ListState
 
 TOKEN = "e2e-secret-token-7f3a9c"
@@ -82,13 +80,16 @@ def run_json(config: Path, *args: str, expect_exit: int = 0) -> Any:
     return json.loads(result.stdout)
 
 
-def start_cli(config: Path, *args: str, log: Path) -> subprocess.Popen[str]:
-    """``linkpool --config CONFIG ARGS…`` in the background, stdout and stderr into ``log``."""
-    with log.open("w") as handle:
+def start_cli(
+    config: Path, *args: str, log: Path, errors: Path | None = None
+) -> subprocess.Popen[str]:
+    """``linkpool --config CONFIG ARGS…`` in the background, stdout and stderr into ``log``
+    (stderr into ``errors`` instead, if given)."""
+    with log.open("w") as handle, (errors or log).open("a") as error_handle:
         return subprocess.Popen(
             [LINKPOOL, "--config", str(config), *args],
             stdout=handle,
-            stderr=subprocess.STDOUT,
+            stderr=error_handle if errors else subprocess.STDOUT,
             text=True,
             env=linkpool_env(),
         )
@@ -193,16 +194,6 @@ def write_config(
     return path
 
 
-class ShiftedClock(SystemClock):
-    """The system clock, read ``offset`` ahead: a later run, once a dead holder's lease lapsed."""
-
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        return super().now() + self.offset
-
-
 # --- the simulator as a subprocess -------------------------------------------------------
 
 
@@ -284,6 +275,29 @@ def unknown_live_lists(live_mailing_lists: Mapping[str, Any], engine: sa.engine.
     live = {ListState.READY, *ListState.PROVISIONING}
     known = {row["mailing_list_id"] for row in database_lists(engine) if row["state"] in live}
     return set(live_mailing_lists) - known
+
+
+def lease_rows(engine: sa.engine.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT name, holder, expires_at FROM leases"))
+        return [dict(row._mapping) for row in rows]
+
+
+def held_by_process(engine: sa.engine.Engine, pid: int) -> list[dict[str, Any]]:
+    """The leases whose holder id (``host:pid:random``) names process ``pid``."""
+    return [row for row in lease_rows(engine) if row["holder"].split(":")[-2] == str(pid)]
+
+
+def snapshot(engine: sa.engine.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of ``lists`` and ``links``, in id order: equal snapshots, nothing written."""
+    with engine.connect() as connection:
+        return {
+            table: [
+                tuple(row)
+                for row in connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))
+            ]
+            for table in ("lists", "links")
+        }
 
 
 def available_links(engine: sa.engine.Engine) -> list[dict[str, Any]]:
