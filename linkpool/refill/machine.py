@@ -109,6 +109,7 @@ class PoolRefill:
         self.store = run.store.fenced(self.lease.fence())  # no write once the lease is lost
         self.report = PoolReport(pool.name)
         self.expected_links: dict[int, int] = {}
+        self._lease_lost_reported = False
         self._lock = threading.Lock()
 
     def run(self) -> PoolReport:
@@ -141,6 +142,8 @@ class PoolRefill:
         try:
             with self.client.guarded(self.lease.check):
                 self._refill()
+        except LeaseLost as exc:
+            self._lease_lost(exc)
         finally:
             self.lease.release()
 
@@ -280,7 +283,7 @@ class PoolRefill:
             try:
                 self._provision(list_id)
             except LeaseLost as exc:
-                self._error(exc)  # once for the pool, not once per list
+                self._lease_lost(exc)
             except LeftForOperator as exc:
                 self._leave_for_operator(list_id, exc)
             except ListTaken:
@@ -541,6 +544,14 @@ class PoolRefill:
         if not moved:
             raise ListTaken()
 
+    def _lease_lost(self, error: LeaseLost) -> None:
+        """Every list worker stops on a lost lease: the pool reports the first only."""
+        with self._lock:
+            first = not self._lease_lost_reported
+            self._lease_lost_reported = True
+        if first:
+            self._error(error)
+
     def _error(self, error: Exception, list_id: int | None = None) -> None:
         where = f"list {list_id}: " if list_id is not None else ""
         if isinstance(error, LinkPoolError):
@@ -548,8 +559,6 @@ class PoolRefill:
         else:
             message = f"{where}{type(error).__name__}: {error}"
         with self._lock:
-            if message in self.report.errors:
-                return
             self.report.errors.append(message)
         logger.error("refill %s: %s", self.pool.name, message)
 

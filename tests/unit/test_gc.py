@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +16,10 @@ from click.testing import CliRunner
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine, upgrade
-from linkpool.errors import LeaseHeld
+from linkpool.errors import LeaseHeld, LeaseLost
 from linkpool.gc import collect, delete_orphans, find_orphans
 from linkpool.lease import DEFAULT_TTL, Lease
-from linkpool.models import LinkStatus, ListState, links
+from linkpool.models import LinkStatus, ListState, leases, links
 from linkpool.pool import LinkPool
 from linkpool.refill import new_list_name, refill, refill_lease_name
 from linkpool.simulator import Simulator
@@ -561,3 +562,35 @@ def test_gc_deleting_lists_leaves_claimed_and_void_unchanged(
     assert claim_totals(store, clock) == (4, size - 3, 1)
     assert collect(settings, client, store, clock).lists_deleted == 0
     assert claim_totals(store, clock) == (4, size - 3, 1)
+
+
+def test_a_gc_whose_lease_is_taken_over_stops_before_the_next_delete(
+    sim, client, store, clock, settings, monkeypatch
+):
+    first = provision_list(client, store, clock, ttl=timedelta(days=3))
+    second = provision_list(client, store, clock, ttl=timedelta(days=3))
+    clock.advance(timedelta(days=4))
+    real_delete = client.delete_distribution
+
+    def delete_then_lose_the_lease(distribution_id: str) -> None:
+        real_delete(distribution_id)
+        with store.write() as connection:
+            connection.execute(sa.update(leases).values(holder="rival:1:ffff"))
+
+    monkeypatch.setattr(client, "delete_distribution", delete_then_lose_the_lease)
+    calls_before = Counter(sim.calls)
+
+    with pytest.raises(LeaseLost, match="taken over by rival"):
+        collect(settings, client, store, clock)
+
+    assert Counter(sim.calls) - calls_before == Counter({DELETE_DISTRIBUTION: 1})
+    assert store.get_list(first).state == ListState.REAPING  # not recorded: the next gc resumes
+    assert store.get_list(second).state == ListState.READY
+
+
+def test_cli_gc_names_a_live_holder_and_exits_0(cli, store, clock):
+    with Lease(store, "gc", clock, holder="web-3:17:beef"):
+        result = cli("gc")
+
+    assert result.exit_code == 0
+    assert result.stderr.startswith("linkpool: gc is already running: held by host web-3, pid 17")
