@@ -122,8 +122,10 @@ class PoolRefill:
                 if not self.report.skipped:
                     missing = self.pool.target_available - self.report.claimable_after
                     self.report.shortfall = max(0, missing)
-                    if not self.report.errors:
-                        self.store.record_success("refill", self.pool.name, now=self.clock.now())
+                    if not self.report.errors:  # the lease is released by now: unfenced
+                        self.ctx.store.record_success(
+                            "refill", self.pool.name, now=self.clock.now()
+                        )
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
         self.report.duration_s = self.clock.monotonic() - started
