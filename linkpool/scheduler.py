@@ -30,7 +30,14 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, format_duration
 from linkpool.db import check_migrated, create_engine
-from linkpool.errors import ConfigError, DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
+from linkpool.errors import (
+    ConfigError,
+    DatabaseError,
+    LeaseHeld,
+    LeaseInDoubt,
+    LeaseLost,
+    LinkPoolError,
+)
 from linkpool.job import Job, JobContext, JobReport
 from linkpool.jobs import JOBS, intervals
 from linkpool.lease import DEFAULT_TTL, Lease, describe_holder
@@ -107,6 +114,9 @@ class Daemon:
             return self._tick()
         except DatabaseError as exc:
             logger.error("no job runs while the database is unavailable: %s", exc)
+            return False
+        except LeaseInDoubt as exc:
+            logger.error("not leading: %s", exc)
             return False
 
     def _tick(self) -> bool:

@@ -6,10 +6,18 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from linkpool.errors import DuplicateRecord
+from linkpool.errors import DatabaseError, DuplicateRecord, LeaseInDoubt
 from linkpool.models import leases
 from linkpool.store.base import StoreBase
 from linkpool.store.records import LeaseRecord
+
+TAKEOVER_LOCK_WAIT = "1s"
+"""On PostgreSQL, how long a takeover waits for a lapsed lease's row locked by its holder's
+fenced write (``FOR SHARE``), which takes milliseconds unless the holder froze mid-write."""
+
+
+def _lock_timed_out(error: sa.exc.OperationalError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == "55P03"  # lock_not_available
 
 
 class LeaseQueries(StoreBase):
@@ -49,8 +57,22 @@ class LeaseQueries(StoreBase):
                 acquired_at=sa.case((ours, leases.c.acquired_at), else_=now),
             )
         )
-        with self.write() as connection:
-            return connection.execute(statement).rowcount == 1
+        try:
+            with self.write() as connection:
+                if take_lapsed and self._postgres:
+                    connection.execute(sa.text(f"SET LOCAL lock_timeout = '{TAKEOVER_LOCK_WAIT}'"))
+                return connection.execute(statement).rowcount == 1
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, sa.exc.OperationalError) and _lock_timed_out(
+                exc.__cause__
+            ):
+                raise LeaseInDoubt(
+                    f"lease {name!r} lapsed, but its holder's write transaction has kept its "
+                    f"row locked for over {TAKEOVER_LOCK_WAIT} (a holder frozen in the middle "
+                    "of a write): it is taken over once that process resumes or is killed",
+                    lease=name,
+                ) from None
+            raise
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.write() as connection:
