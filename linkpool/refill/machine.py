@@ -150,13 +150,30 @@ class PoolRefill:
             self.lease.release()
 
     def _refill(self) -> None:
+        """Resume what an earlier run left, then fill to target. Lists whose import is in
+        doubt (watched for up to ``LOST_IMPORT_WAIT``) are settled beside the filling, not
+        before it, so that a crashed run's pool is stocked again within seconds; if such a
+        list turns out complete, the pool ends above target by that list."""
         unfinished = self.store.lists_in_states(ListState.PROVISIONING, self.pool.name)
-        if unfinished:
-            self.report.lists_resumed = len(unfinished)
-            self._resume(unfinished)
-        if lists_needed(self.pool, self._claimable()):
-            self._fill_to_target()
+        self.report.lists_resumed = len(unfinished)
+        in_doubt = [row.id for row in unfinished if self._import_in_doubt(row)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refill-doubt") as beside:
+            if in_doubt:
+                beside.submit(self._provision_all, in_doubt)
+            certain = [row for row in unfinished if row.id not in in_doubt]
+            if certain:
+                self._resume(certain)
+            if lists_needed(self.pool, self._claimable()):
+                self._fill_to_target()
         self._check_outcome()
+
+    def _import_in_doubt(self, row: ListRecord) -> bool:
+        """An import interrupted with no id recorded, or between parts: only the list's
+        contact count can tell whether it went in."""
+        if row.state != ListState.IMPORTING:
+            return False
+        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
+        return row.import_id is None or len(import_batches(contacts)) > 1
 
     def _fill_to_target(self) -> None:
         """Provision rounds of lists until the pool is at ``target_available``: a round's
@@ -382,8 +399,7 @@ class PoolRefill:
             self._between_steps()
 
     def _resume_import(self, row: ListRecord) -> None:
-        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
-        if row.import_id is None or len(import_batches(contacts)) > 1:
+        if self._import_in_doubt(row) or row.import_id is None:
             # the last part's answer was lost, or a crash came between parts: the count tells
             self._await_contact_count(row, row.size)
             self._advance(row, ListState.IMPORTED)

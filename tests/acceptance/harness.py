@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -286,6 +287,39 @@ def lease_rows(engine: sa.engine.Engine) -> list[dict[str, Any]]:
 def held_by_process(engine: sa.engine.Engine, pid: int) -> list[dict[str, Any]]:
     """The leases whose holder id (``host:pid:random``) names process ``pid``."""
     return [row for row in lease_rows(engine) if row["holder"].split(":")[-2] == str(pid)]
+
+
+def writer_in_transaction(engine: sa.engine.Engine) -> bool:
+    """Whether another process is inside a write transaction right now: on SQLite, the write
+    lock cannot be taken at once; on PostgreSQL, a session of the database is idle in one."""
+    if engine.dialect.name == "sqlite":
+        connection = sqlite3.connect(str(engine.url.database), timeout=0)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            connection.close()
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+    )
+    with engine.connect() as connection:
+        return bool(connection.execute(query).scalar())
+
+
+def pause_outside_transactions(process: subprocess.Popen[str], engine: sa.engine.Engine) -> None:
+    """SIGSTOP ``process`` at a moment it is not inside a write transaction (one frozen there
+    would hold its locks, and every writer would wait: see docs/operating.md)."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)  # a statement under way on the server finishes
+        if not writer_in_transaction(engine):
+            return
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
 
 
 def snapshot(engine: sa.engine.Engine) -> dict[str, list[tuple[Any, ...]]]:

@@ -11,6 +11,7 @@ provisioned twice: one distribution per live list, every live list known to the 
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,12 +22,16 @@ import sqlalchemy as sa
 
 from linkpool.lease import DEFAULT_TTL
 from linkpool.models import ListState
+from linkpool.refill.machine import LOST_IMPORT_WAIT
 from linkpool.simulator import Simulator
 from tests.acceptance.harness import (
     Pool,
     assert_clean_output,
     database_lists,
+    describe,
     held_by_process,
+    pause_outside_transactions,
+    run_cli,
     run_json,
     snapshot,
     start_cli,
@@ -75,7 +80,7 @@ def test_a_paused_refill_is_overtaken_and_writes_nothing_when_it_resumes(
             lambda: any(row["state"] != ListState.PLANNED for row in database_lists(engine)),
             what="the first refill to be under way",
         )
-        paused.send_signal(signal.SIGSTOP)
+        pause_outside_transactions(paused, engine)
         wait_until(
             lambda: lapsed(held_by_process(engine, paused.pid)),
             timeout=(DEFAULT_TTL * 2).total_seconds(),
@@ -84,7 +89,11 @@ def test_a_paused_refill_is_overtaken_and_writes_nothing_when_it_resumes(
         unfinished = [row for row in database_lists(engine) if row["state"] != ListState.READY]
         assert unfinished, "the first refill had finished: the pause tests nothing"
 
-        second = run_json(config, "refill")
+        # A list whose import the pause left in doubt is watched for LOST_IMPORT_WAIT.
+        finish = LOST_IMPORT_WAIT.total_seconds() + 60
+        result = run_cli(config, "refill", "--json", timeout=finish)
+        assert result.returncode == 0, describe(result)
+        second = json.loads(result.stdout)
         assert all(pool["skipped"] is None for pool in second["pools"].values()), second
         assert (
             second["pools"]["alpha"]["lists_resumed"] + second["pools"]["beta"]["lists_resumed"]
@@ -140,7 +149,11 @@ def test_already_running_names_a_live_holder_and_exits_0(
         wait_until(
             lambda: held_by_process(engine, first.pid), what="the first refill to hold its lease"
         )
-        second = run_json(config, "refill")
+        # A list whose import the pause left in doubt is watched for LOST_IMPORT_WAIT.
+        finish = LOST_IMPORT_WAIT.total_seconds() + 60
+        result = run_cli(config, "refill", "--json", timeout=finish)
+        assert result.returncode == 0, describe(result)
+        second = json.loads(result.stdout)
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
