@@ -37,6 +37,7 @@ from linkpool.refill import (
 )
 from linkpool.simulator import Simulator
 from linkpool.store import Store
+from tests.provision import provision_list
 
 SURVEY = "SV_SimSurvey0001"
 OTHER_SURVEY = "SV_SimSurvey0002"
@@ -855,3 +856,33 @@ def test_cli_refill_unknown_pool_exits_2(cli: Callable[..., Result]) -> None:
 
     assert result.exit_code == 2
     assert "unknown pool 'nope'" in result.stderr
+
+
+def test_a_list_in_doubt_is_settled_beside_the_filling_not_before_it(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    """A run killed during an import's POST leaves a list whose contacts may or may not come:
+    the next run watches it for minutes, but stocks the pool meanwhile."""
+    doubtful = provision_list(client, store, clock, size=4, until=ListState.LIST_CREATED)
+    store.update_list(doubtful, now=clock.now(), state=ListState.IMPORTING, import_id=None)
+    filling = threading.Event()
+    real_create_list, real_count = store.create_list, client.count_contacts
+
+    def plan(**values: Any) -> int:
+        filling.set()
+        return real_create_list(**values)
+
+    def count_once_filling(mailing_list_id: str) -> int:
+        assert filling.wait(5), "the pool's filling waited for the list in doubt"
+        return real_count(mailing_list_id)
+
+    store.create_list = plan  # type: ignore[method-assign]
+    client.count_contacts = count_once_filling  # type: ignore[method-assign]
+
+    report = refill(make_settings(sim), client, store, clock)
+
+    pool = report.pools[0]
+    assert report.exit_code == 0, pool.errors
+    assert (pool.lists_resumed, pool.lists_failed) == (1, 1)  # no contacts ever came
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert_consistent(sim, store)
