@@ -14,6 +14,8 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     │   ├── SchemaNotMigrated         exit 1  the database is behind the code
     │   └── DuplicateRecord           exit 1  a unique value (idempotency key, link URL) repeated
     ├── LeaseHeld                     exit 0  another process is already doing this job
+    ├── LeaseInDoubt                  exit 1  a lease blocks this job, but its holder is not
+    │                                         proven alive (an older linkpool, a clock ahead)
     ├── LeaseLost                     exit 1  another process took over a job while it ran
     └── QualtricsError                exit 1  Qualtrics answered with an error or not at all
         ├── AuthError                         401 / 403: a wrong or revoked token
@@ -125,9 +127,14 @@ class DuplicateRecord(DatabaseError):
 
 
 class LeaseHeld(LinkPoolError):
-    """Another process holds this job's lease: it is already running."""
+    """Another process holds this job's lease and renewed it just now: it is already running."""
 
     exit_code = 0
+
+
+class LeaseInDoubt(LinkPoolError):
+    """This job's lease is held, but its holder was not seen renewing it and it has not lapsed:
+    the message says what was seen and when the lease lapses."""
 
 
 class LeaseLost(LinkPoolError):

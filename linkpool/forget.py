@@ -27,7 +27,7 @@ from linkpool.lease import Lease
 from linkpool.models import MAX_RECIPIENT_LENGTH, Erasure
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.store import ErasedClaim, Store
-from linkpool.sync import LEASE_NAME, LEASE_TTL, Clearing, clear_contacts
+from linkpool.sync import LEASE_NAME, Clearing, clear_contacts
 
 
 @dataclass
@@ -72,8 +72,10 @@ def forget(
 ) -> ForgetReport:
     """Erase ``recipient`` everywhere, then clear their contacts in Qualtrics if it can."""
     check_recipient(recipient)
-    lease = Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL)
+    lease = Lease(store, LEASE_NAME, clock)
     held = lease.acquire()
+    if held:
+        lease.start_heartbeat()
     try:
         erased = store.erase_recipient(recipient, now=clock.now(), no_write_back_in_flight=held)
         report = _local_report(erased)
@@ -86,7 +88,9 @@ def forget(
             holder = lease.current_holder() or "another process"
             report.notes.append(f"sync is running ({holder}): it clears them")
         else:
-            _clear_now(report, client, store, pools, sync_settings, clock, pending)
+            with client.guarded(lease.check):  # as sync: no call, no write, once overtaken
+                fenced = store.fenced(lease.fence())
+                _clear_now(report, client, fenced, pools, sync_settings, clock, pending)
         return report
     finally:
         if held:

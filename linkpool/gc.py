@@ -24,6 +24,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -41,12 +42,8 @@ from linkpool.store import ListRecord, Store
 logger = logging.getLogger("linkpool.gc")
 
 LEASE_NAME = "gc"
-LEASE_TTL = timedelta(minutes=10)
 STALE_AFTER = timedelta(hours=1)
 """A list still in a provisioning state this long after its last step is taken as abandoned."""
-
-PURGE_RENEW_EVERY = 100
-"""With purge_contacts, renew the gc lease after this many contact deletions."""
 
 _REAPING = (ListState.REAPING, ListState.DISTRIBUTION_DELETED)
 
@@ -143,13 +140,16 @@ def collect(
     report = GcReport(dry_run=dry_run)
     if not dry_run:
         client.verify_host()
-    reaper = _Reaper(settings, client, store, clock, report, stale_after=stale_after, stop=stop)
     with client.tally(report.api_calls):
         if dry_run:
-            reaper.plan()
-        else:
-            with Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease:
-                reaper.run(lease)
+            _Reaper(settings, client, store, clock, report, stale_after=stale_after).plan()
+            return report
+        with Lease(store, LEASE_NAME, clock) as lease, client.guarded(lease.check):
+            fenced = store.fenced(lease.fence())
+            reaper = _Reaper(
+                settings, client, fenced, clock, report, stale_after=stale_after, stop=stop
+            )
+            reaper.run(lease)
     return report
 
 
@@ -179,7 +179,6 @@ class _Reaper:
         qualtrics = settings.qualtrics
         self.list_prefix = qualtrics.list_prefix if qualtrics else DEFAULT_LIST_PREFIX
         self._directory: dict[str, str] | None = None
-        self.lease: Lease | None = None
         self._distributions: dict[str, list[dict[str, Any]]] = {}
 
     # --- deciding ---------------------------------------------------------------------------
@@ -221,7 +220,6 @@ class _Reaper:
     # --- acting -----------------------------------------------------------------------------
 
     def run(self, lease: Lease) -> None:
-        self.lease = lease
         for pool in self.settings.pools.values():
             cutoff = self.now + pool.min_remaining
             self.report.links_voided += self.store.void_unclaimable_links(
@@ -230,22 +228,36 @@ class _Reaper:
         for row, reason in list(self.candidates()):
             if self.stop.is_set():
                 return
-            lease.renew()
+            lease.check()
             self.reap_reporting_errors(row, reason)
 
     def reap_reporting_errors(self, row: ListRecord, reason: str) -> None:
         if reason in ("failed", "stale"):
-            # Hold the pool's refill lease, so that no refill resumes the list as we delete it.
-            refill = Lease(self.store, refill_lease_name(row.pool), self.clock, ttl=LEASE_TTL)
-            if not refill.acquire():
-                logger.info("list %s: its pool's refill is running; left to it", row.id)
-                return
-            try:
-                self.reap_and_report(row, reason)
-            finally:
-                refill.release()
+            with self.refill_lease(row) as held:
+                if held:
+                    self.reap_and_report(row, reason)
+                else:
+                    logger.info("list %s: its pool's refill is running; left to it", row.id)
         else:
             self.reap_and_report(row, reason)
+
+    @contextmanager
+    def refill_lease(self, row: ListRecord) -> Iterator[bool]:
+        """Hold the pool's refill lease (if free), so that no refill resumes the list as we
+        delete it: heartbeat, API calls and writes fenced by it too. Yields whether held."""
+        refill = Lease(self.store, refill_lease_name(row.pool), self.clock)
+        if not refill.acquire():
+            yield False
+            return
+        refill.start_heartbeat()
+        gc_store = self.store
+        self.store = gc_store.fenced(refill.fence())
+        try:
+            with self.client.guarded(refill.check):
+                yield True
+        finally:
+            self.store = gc_store
+            refill.release()
 
     def reap_and_report(self, row: ListRecord, reason: str) -> None:
         label = f"list {row.id} ({row.mailing_list_id or row.name})"
@@ -308,11 +320,9 @@ class _Reaper:
 
     def purge_contacts(self, row: ListRecord) -> None:
         """Remove the list's placeholders from the directory (one rate-limited call each)."""
-        for done, contact_id in enumerate(self.store.placeholder_contact_ids(row.id), 1):
-            _delete(self.client.delete_directory_contact, contact_id)
+        for contact_id in self.store.placeholder_contact_ids(row.id):
+            _delete(self.client.delete_directory_contact, contact_id)  # guarded by the lease
             self.report.contacts_purged += 1
-            if done % PURGE_RENEW_EVERY == 0 and self.lease is not None:
-                self.lease.renew()  # a large list can take longer than the lease at a low rate
 
     # --- finding what a lost answer left unrecorded ---------------------------------------
 
@@ -412,9 +422,13 @@ def delete_orphans(
 ) -> OrphanReport:
     """Delete the given orphan lists, under the gc lease, re-checking each is still unknown."""
     report = OrphanReport(orphans=list(orphans))
-    with client.tally(report.api_calls), Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease:
+    with (
+        client.tally(report.api_calls),
+        Lease(store, LEASE_NAME, clock) as lease,
+        client.guarded(lease.check),
+    ):
         for orphan in report.orphans:
-            lease.renew()
+            lease.check()
             known_ids, known_names = store.known_mailing_lists()
             if orphan.mailing_list_id in known_ids or orphan.name in known_names:
                 continue

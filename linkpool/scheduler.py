@@ -2,7 +2,8 @@
 
 Any number of instances may run (on one host or many): only the holder of the ``leader`` lease
 runs jobs; the others keep trying to take it, and one does once the leader stops renewing it
-(it died, or was stopped). Each job also holds its own lease (``refill:<pool>``, ``gc``,
+(it died, froze, or was stopped). The leader renews it with a heartbeat (``linkpool.lease``)
+besides each ``tick()``, so a leader busy with long jobs keeps it. Each job also holds its own lease (``refill:<pool>``, ``gc``,
 ``sync``), so even a leader that lost its lease mid-job never runs a job twice at once.
 
 ``Daemon`` is the logic, driven by an injectable clock so it is tested without waiting:
@@ -29,18 +30,26 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, format_duration
 from linkpool.db import check_migrated, create_engine
-from linkpool.errors import ConfigError, DatabaseError, LeaseHeld, LeaseLost, LinkPoolError
+from linkpool.errors import (
+    ConfigError,
+    DatabaseError,
+    LeaseHeld,
+    LeaseInDoubt,
+    LeaseLost,
+    LinkPoolError,
+)
 from linkpool.job import Job, JobContext, JobReport
 from linkpool.jobs import JOBS, intervals
-from linkpool.lease import Lease
+from linkpool.lease import DEFAULT_TTL, Lease, describe_holder
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.store import Store
 
 logger = logging.getLogger("linkpool.scheduler")
 
 LEADER_LEASE = "leader"
-LEADER_TTL = timedelta(seconds=60)
-"""A leader that stops renewing is replaced after at most this long."""
+LEADER_TTL = DEFAULT_TTL
+"""A leader that stops renewing is replaced this long after its last renewal, plus one tick
+(a third of it) at most."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Daemon:
         self.leader = Lease(store, LEADER_LEASE, clock, ttl=leader_ttl, holder=holder)
         self.jobs = {job.name: job for job in jobs}
         self.observer = observer
+        self._following: str | None = None  # the leader last logged, to log each one once
         self._lock = threading.Lock()
 
     @property
@@ -105,6 +115,9 @@ class Daemon:
         except DatabaseError as exc:
             logger.error("no job runs while the database is unavailable: %s", exc)
             return False
+        except LeaseInDoubt as exc:
+            logger.error("not leading: %s", exc)
+            return False
 
     def _tick(self) -> bool:
         with self._lock:
@@ -114,6 +127,7 @@ class Daemon:
                 try:
                     self.leader.renew()
                 except LeaseLost:
+                    self.leader.stop_heartbeat()
                     logger.warning(
                         "lost the leader lease to %s; following",
                         self.leader.current_holder() or "another instance",
@@ -121,9 +135,19 @@ class Daemon:
                     return False
                 return True
             if self.leader.acquire():
+                self.leader.start_heartbeat()
+                self._following = None
                 logger.info("leading as %s", self.leader.holder)
                 return True
+            self._log_leader()
             return False
+
+    def _log_leader(self) -> None:
+        """Name the instance that leads, once each time another one does."""
+        record = self.leader.record()
+        if record is not None and record.holder != self._following:
+            self._following = record.holder
+            logger.info("following the leader: %s", describe_holder(record))
 
     def run_job(self, name: str) -> JobRun:
         """Run one job now if this instance leads; log one line with its figures, and tell
@@ -140,9 +164,9 @@ class Daemon:
         started = self.clock.monotonic()
         try:
             report = self.jobs[name].run(self.context, self.stop_event)
-        except LeaseHeld:
-            logger.info("%s: skipped, already running elsewhere", name)
-            return JobRun(name, ran=False, summary="already running elsewhere")
+        except LeaseHeld as exc:
+            logger.info("%s: skipped, already running elsewhere: %s", name, exc)
+            return JobRun(name, ran=False, summary=f"already running elsewhere: {exc}")
         except LinkPoolError as exc:
             logger.error("%s: failed: %s", name, exc)
             return JobRun(name, ran=True, summary=f"failed: {exc}", failed=True)

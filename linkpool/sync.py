@@ -51,7 +51,6 @@ from linkpool.store import (
 logger = logging.getLogger("linkpool.sync")
 
 LEASE_NAME = "sync"
-LEASE_TTL = timedelta(minutes=5)
 BATCH_SIZE = 200
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
@@ -124,16 +123,19 @@ def sync(
     workers = settings.qualtrics.max_concurrency if settings.qualtrics else 1
     stop = stop or threading.Event()
 
-    def attempt(row: WriteBackRecord) -> WriteBackOutcome | AuthError | None:
-        if stop.is_set():
-            return None  # not attempted: left pending
-        with client.tally(report.api_calls):  # in a worker thread
-            return writer.attempt(row)
-
     with (
-        Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease,
+        Lease(store, LEASE_NAME, clock) as lease,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="linkpool-sync") as pool,
     ):
+        store = store.fenced(lease.fence())  # no write once the lease is lost
+
+        def attempt(row: WriteBackRecord) -> WriteBackOutcome | AuthError | None:
+            if stop.is_set():
+                return None  # not attempted: left pending
+            # in a worker thread: its calls count, and wait on the lease, here too
+            with client.tally(report.api_calls), client.guarded(lease.check):
+                return writer.attempt(row)
+
         if retry_failed:
             report.requeued = store.requeue_failed_writebacks(now=clock.now())
         attempted: set[int] = set()
@@ -146,10 +148,10 @@ def sync(
             results = list(pool.map(attempt, batch))
             store.set_contact_ids(writer.take_resolved())
             _save(store, report, results)
-            lease.renew()
+            lease.check()
         if not stop.is_set():
             # After the write-backs: a write-back sent in this run is cleared after it landed.
-            with client.tally(report.api_calls):
+            with client.tally(report.api_calls), client.guarded(lease.check):
                 cleared = clear_contacts(client, store, settings.pools, settings.sync, clock)
             report.contacts_cleared = cleared.cleared
             report.errors.extend(cleared.errors)

@@ -52,7 +52,8 @@ class LinkPoolGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LinkPoolError as exc:
-            click.echo(f"linkpool: error: {exc}", err=True)
+            kind = "" if exc.exit_code == EXIT_OK else "error: "  # "already running": no error
+            click.echo(f"linkpool: {kind}{exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("linkpool: interrupted", err=True)

@@ -548,8 +548,9 @@ def _given(**options: Any) -> dict[str, Any]:
 def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_json: bool) -> None:
     """Provision links for every pool below its low water (or only --pool NAME).
 
-    Safe to run from cron on many hosts at once: a pool another process is refilling is
-    skipped ("already running", exit 0). Exits 1 if any pool failed.
+    Safe to run from cron on many hosts at once: a pool another live process is refilling is
+    skipped ("already running", naming it, exit 0); a lease whose holder died is taken over
+    within its TTL (30 s). Exits 1 if any pool failed, or its lease is in doubt.
     """
     app = current_app(ctx)
     store = app.linkpool.store

@@ -23,7 +23,7 @@ import random
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,6 +167,13 @@ class _Tallies(threading.local):
         self.stack: list[Counter[str]] = []
 
 
+class _Guards(threading.local):
+    """The checks of the ``guarded`` blocks the current thread is in."""
+
+    def __init__(self) -> None:
+        self.stack: list[Callable[[], None]] = []
+
+
 class QualtricsClient:
     """A thread-safe client for the Qualtrics v3 calls linkpool uses.
 
@@ -211,6 +218,7 @@ class QualtricsClient:
         self._access_lock = threading.Lock()
         self._calls_lock = threading.Lock()
         self._tallies = _Tallies()
+        self._guards = _Guards()
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -276,6 +284,20 @@ class QualtricsClient:
             yield calls
         finally:
             self._tallies.stack.pop()
+
+    @contextmanager
+    def guarded(self, check: Callable[[], None]) -> Iterator[None]:
+        """Run ``check`` before every request this thread sends inside the block (right before
+        it goes out, after any throttle wait); whatever it raises stops the request unsent.
+
+        A lease holder passes ``Lease.check``, so that a process that froze past its lease
+        makes no call once it wakes. Per thread, like ``tally``: worker threads enter it too.
+        """
+        self._guards.stack.append(check)
+        try:
+            yield
+        finally:
+            self._guards.stack.pop()
 
     # --- calls ---
 
@@ -666,6 +688,8 @@ class QualtricsClient:
         attempt: int,
     ) -> httpx.Response:
         with self._throttle.slot(endpoint.key):
+            for check in self._guards.stack:
+                check()
             self._count(endpoint.key)
             try:
                 response = self._http.request(endpoint.method, url, json=json, params=params)

@@ -18,6 +18,8 @@ from linkpool.config import PoolSettings, RefillSettings
 from linkpool.errors import (
     BadRequest,
     ImportFailed,
+    LeaseHeld,
+    LeaseLost,
     LinkPoolError,
     NotFound,
     OutcomeUnknown,
@@ -45,8 +47,6 @@ from linkpool.store import ListRecord, NewLink, Store
 
 logger = logging.getLogger("linkpool.refill")
 
-LEASE_TTL = timedelta(minutes=15)
-"""Outlasts the longest step between two renewals: waiting for an import (``IMPORT_TIMEOUT``)."""
 IMPORT_TIMEOUT = 600.0
 LINKS_WAIT = timedelta(minutes=5)
 """How long to keep re-reading a links listing that has fewer links than the list has contacts."""
@@ -104,11 +104,12 @@ class PoolRefill:
         self.ctx = run
         self.pool = pool
         self.client = run.client
-        self.store = run.store
         self.clock = run.clock
-        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock, ttl=LEASE_TTL)
+        self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock)
+        self.store = run.store.fenced(self.lease.fence())  # no write once the lease is lost
         self.report = PoolReport(pool.name)
         self.expected_links: dict[int, int] = {}
+        self._lease_lost_reported = False
         self._lock = threading.Lock()
 
     def run(self) -> PoolReport:
@@ -116,33 +117,63 @@ class PoolRefill:
         with self.client.tally(self.report.api_calls):
             try:
                 self.report.claimable_before = self._claimable()
-                if self.lease.acquire():
-                    try:
-                        self._refill()
-                    finally:
-                        self.lease.release()
-                else:
-                    self.report.skipped = "already running"
+                self._refill_under_lease()
                 self.report.claimable_after = self._claimable()
                 if not self.report.skipped:
                     missing = self.pool.target_available - self.report.claimable_after
                     self.report.shortfall = max(0, missing)
-                    if not self.report.errors:
-                        self.store.record_success("refill", self.pool.name, now=self.clock.now())
+                    if not self.report.errors:  # the lease is released by now: unfenced
+                        self.ctx.store.record_success(
+                            "refill", self.pool.name, now=self.clock.now()
+                        )
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
         self.report.duration_s = self.clock.monotonic() - started
         self._log()
         return self.report
 
+    def _refill_under_lease(self) -> None:
+        """Refill while holding the pool's lease, its heartbeat beating and every API call
+        checking it; skip the pool when a live holder has it (LeaseInDoubt is an error)."""
+        try:
+            self.lease.take()
+        except LeaseHeld as exc:
+            self.report.skipped = f"already running, held by {exc.context['held_by']}"
+            return
+        self.lease.start_heartbeat()
+        try:
+            with self.client.guarded(self.lease.check):
+                self._refill()
+        except LeaseLost as exc:
+            self._lease_lost(exc)
+        finally:
+            self.lease.release()
+
     def _refill(self) -> None:
+        """Resume what an earlier run left, then fill to target. Lists whose import is in
+        doubt (watched for up to ``LOST_IMPORT_WAIT``) are settled beside the filling, not
+        before it, so that a crashed run's pool is stocked again within seconds; if such a
+        list turns out complete, the pool ends above target by that list."""
         unfinished = self.store.lists_in_states(ListState.PROVISIONING, self.pool.name)
-        if unfinished:
-            self.report.lists_resumed = len(unfinished)
-            self._resume(unfinished)
-        if lists_needed(self.pool, self._claimable()):
-            self._fill_to_target()
+        self.report.lists_resumed = len(unfinished)
+        in_doubt = [row.id for row in unfinished if self._import_in_doubt(row)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="refill-doubt") as beside:
+            if in_doubt:
+                beside.submit(self._provision_all, in_doubt)
+            certain = [row for row in unfinished if row.id not in in_doubt]
+            if certain:
+                self._resume(certain)
+            if lists_needed(self.pool, self._claimable()):
+                self._fill_to_target()
         self._check_outcome()
+
+    def _import_in_doubt(self, row: ListRecord) -> bool:
+        """An import interrupted with no id recorded, or between parts: only the list's
+        contact count can tell whether it went in."""
+        if row.state != ListState.IMPORTING:
+            return False
+        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
+        return row.import_id is None or len(import_batches(contacts)) > 1
 
     def _fill_to_target(self) -> None:
         """Provision rounds of lists until the pool is at ``target_available``: a round's
@@ -264,9 +295,14 @@ class PoolRefill:
             list(pool.map(self._provision_one, list_ids, sizes))
 
     def _provision_one(self, list_id: int, size: int) -> None:
-        with self.client.tally(self.report.api_calls):  # a worker thread: its calls count too
+        with (
+            self.client.tally(self.report.api_calls),  # a worker thread: its calls count too
+            self.client.guarded(self.lease.check),
+        ):
             try:
                 self._provision(list_id)
+            except LeaseLost as exc:
+                self._lease_lost(exc)
             except LeftForOperator as exc:
                 self._leave_for_operator(list_id, exc)
             except ListTaken:
@@ -363,8 +399,7 @@ class PoolRefill:
             self._between_steps()
 
     def _resume_import(self, row: ListRecord) -> None:
-        contacts = placeholder_contacts(row.name, row.size, self.pool.embedded_data)
-        if row.import_id is None or len(import_batches(contacts)) > 1:
+        if self._import_in_doubt(row) or row.import_id is None:
             # the last part's answer was lost, or a crash came between parts: the count tells
             self._await_contact_count(row, row.size)
             self._advance(row, ListState.IMPORTED)
@@ -514,10 +549,11 @@ class PoolRefill:
     # --- bookkeeping ---
 
     def _between_steps(self) -> None:
-        """Stop here if asked to; else renew the lease (LeaseLost if another run took it)."""
+        """Stop here if asked to, or if the lease is no longer ours (LeaseLost); the heartbeat
+        renews it meanwhile."""
         if self.ctx.stop.is_set():
             raise Stopped()
-        self.lease.renew()
+        self.lease.check()
 
     def _advance(self, row: ListRecord, state: str, **values: Any) -> None:
         moved = self.store.advance_list(
@@ -525,6 +561,14 @@ class PoolRefill:
         )
         if not moved:
             raise ListTaken()
+
+    def _lease_lost(self, error: LeaseLost) -> None:
+        """Every list worker stops on a lost lease: the pool reports the first only."""
+        with self._lock:
+            first = not self._lease_lost_reported
+            self._lease_lost_reported = True
+        if first:
+            self._error(error)
 
     def _error(self, error: Exception, list_id: int | None = None) -> None:
         where = f"list {list_id}: " if list_id is not None else ""

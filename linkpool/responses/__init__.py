@@ -55,7 +55,6 @@ from linkpool.sync import claim_embedded_data
 logger = logging.getLogger("linkpool.responses")
 
 LEASE_NAME = "responses"
-LEASE_TTL = timedelta(minutes=10)
 JOIN_BATCH = 500
 
 
@@ -123,11 +122,16 @@ def track_responses(
     report = ResponsesReport()
     stop = stop or threading.Event()
     pools = [p for p in settings.pools.values() if pool_name in (None, p.name)]
-    with Lease(store, LEASE_NAME, clock, ttl=LEASE_TTL) as lease, client.tally(report.api_calls):
+    with (
+        Lease(store, LEASE_NAME, clock) as lease,
+        client.tally(report.api_calls),
+        client.guarded(lease.check),  # no call once the lease is lost
+    ):
+        fenced = store.fenced(lease.fence())  # and no write
         for pool in pools:
             if stop.is_set():
                 break
-            tracker = PoolTracker(settings, pool, client, store, clock, report, stop, lease)
+            tracker = PoolTracker(settings, pool, client, fenced, clock, report, stop, lease)
             try:
                 tracker.run()
             except AuthError:
@@ -168,7 +172,7 @@ class PoolTracker:
             if self.stop.is_set():
                 return
             step()
-            self.lease.renew()
+            self.lease.check()
 
     # --- 1. what a killed run left ------------------------------------------------------
 
@@ -322,7 +326,7 @@ class PoolTracker:
             items = self.store.pending_enrichments(self.pool.name, limit=self.options.batch_size)
             if not items or not self.send_bulk(items):
                 return
-            self.lease.renew()
+            self.lease.check()
 
     def send_bulk(self, items: list[EnrichmentItem]) -> bool:
         """One bulk job for ``items``; True when the next batch may follow."""

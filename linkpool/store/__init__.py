@@ -13,6 +13,7 @@ from __future__ import annotations
 from linkpool.store.archive import ArchiveQueries
 from linkpool.store.claims import ClaimQueries
 from linkpool.store.erasures import ErasureQueries
+from linkpool.store.fencing import LeaseFence
 from linkpool.store.keys import KeyQueries
 from linkpool.store.leases import LeaseQueries
 from linkpool.store.lists import ListQueries
@@ -25,6 +26,7 @@ from linkpool.store.records import (
     ErasureOutcome,
     ErasureRecord,
     ExportedClaim,
+    LeaseRecord,
     ListRecord,
     NewLink,
     PoolCounts,
@@ -75,6 +77,8 @@ __all__ = [
     "ErasureOutcome",
     "ErasureRecord",
     "ExportedClaim",
+    "LeaseFence",
+    "LeaseRecord",
     "ListRecord",
     "NewLink",
     "PoolCounts",

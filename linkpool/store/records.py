@@ -213,6 +213,16 @@ class PoolCounts:
         return self.available - self.claimable
 
 
+@dataclass(frozen=True)
+class LeaseRecord(Record):
+    """A lease row: who holds it (``host:pid:random``), since when, and until when."""
+
+    name: str
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+
+
 __all__ = [
     "ArchivedClaim",
     "ClaimRecord",
@@ -221,6 +231,7 @@ __all__ = [
     "ErasureOutcome",
     "ErasureRecord",
     "ExportedClaim",
+    "LeaseRecord",
     "ListRecord",
     "NewLink",
     "PoolCounts",

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,14 +23,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from linkpool.clock import SystemClock
 from linkpool.models import LinkStatus, ListState
 
 TOKEN = "e2e-secret-token-7f3a9c"
@@ -82,13 +81,16 @@ def run_json(config: Path, *args: str, expect_exit: int = 0) -> Any:
     return json.loads(result.stdout)
 
 
-def start_cli(config: Path, *args: str, log: Path) -> subprocess.Popen[str]:
-    """``linkpool --config CONFIG ARGS…`` in the background, stdout and stderr into ``log``."""
-    with log.open("w") as handle:
+def start_cli(
+    config: Path, *args: str, log: Path, errors: Path | None = None
+) -> subprocess.Popen[str]:
+    """``linkpool --config CONFIG ARGS…`` in the background, stdout and stderr into ``log``
+    (stderr into ``errors`` instead, if given)."""
+    with log.open("w") as handle, (errors or log).open("a") as error_handle:
         return subprocess.Popen(
             [LINKPOOL, "--config", str(config), *args],
             stdout=handle,
-            stderr=subprocess.STDOUT,
+            stderr=error_handle if errors else subprocess.STDOUT,
             text=True,
             env=linkpool_env(),
         )
@@ -193,16 +195,6 @@ def write_config(
     return path
 
 
-class ShiftedClock(SystemClock):
-    """The system clock, read ``offset`` ahead: a later run, once a dead holder's lease lapsed."""
-
-    def __init__(self, offset: timedelta) -> None:
-        self.offset = offset
-
-    def now(self) -> datetime:
-        return super().now() + self.offset
-
-
 # --- the simulator as a subprocess -------------------------------------------------------
 
 
@@ -284,6 +276,62 @@ def unknown_live_lists(live_mailing_lists: Mapping[str, Any], engine: sa.engine.
     live = {ListState.READY, *ListState.PROVISIONING}
     known = {row["mailing_list_id"] for row in database_lists(engine) if row["state"] in live}
     return set(live_mailing_lists) - known
+
+
+def lease_rows(engine: sa.engine.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT name, holder, expires_at FROM leases"))
+        return [dict(row._mapping) for row in rows]
+
+
+def held_by_process(engine: sa.engine.Engine, pid: int) -> list[dict[str, Any]]:
+    """The leases whose holder id (``host:pid:random``) names process ``pid``."""
+    return [row for row in lease_rows(engine) if row["holder"].split(":")[-2] == str(pid)]
+
+
+def writer_in_transaction(engine: sa.engine.Engine) -> bool:
+    """Whether another process is inside a write transaction right now: on SQLite, the write
+    lock cannot be taken at once; on PostgreSQL, a session of the database is idle in one."""
+    if engine.dialect.name == "sqlite":
+        connection = sqlite3.connect(str(engine.url.database), timeout=0)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            connection.close()
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+    )
+    with engine.connect() as connection:
+        return bool(connection.execute(query).scalar())
+
+
+def pause_outside_transactions(process: subprocess.Popen[str], engine: sa.engine.Engine) -> None:
+    """SIGSTOP ``process`` at a moment it is not inside a write transaction (one frozen there
+    would hold its locks, and every writer would wait: see docs/operating.md)."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(0.2)  # a statement under way on the server finishes
+        if not writer_in_transaction(engine):
+            return
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+
+
+def snapshot(engine: sa.engine.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of ``lists`` and ``links``, in id order: equal snapshots, nothing written."""
+    with engine.connect() as connection:
+        return {
+            table: [
+                tuple(row)
+                for row in connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))
+            ]
+            for table in ("lists", "links")
+        }
 
 
 def available_links(engine: sa.engine.Engine) -> list[dict[str, Any]]:

@@ -3,34 +3,33 @@ the next run converges (every answered claim marked, its data on its response) w
 second export of the same window or a second bulk update of the same responses.
 
 The killed run is a real ``linkpool responses`` process against the simulator served over
-HTTP. The run after it is the same code in this process, on the system clock read past the
-dead run's lease (what a later cron run sees, as in ``test_kill_refill``), once the simulator
-has answered what the dead process had in flight.
+HTTP. The run after it is the same code in this process, started at once on the real clock:
+it waits for the dead run's lease to lapse (30 s after its last heartbeat at most) and takes
+it over, as in ``test_kill_refill``.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from linkpool.clock import SystemClock
 from linkpool.config import load_settings
 from linkpool.db import create_engine, upgrade
 from linkpool.models import Enrichment, links, response_cursors, response_updates
 from linkpool.pool import LinkPool
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.responses import LEASE_TTL, track_responses
+from linkpool.responses import track_responses
 from linkpool.simulator import Simulator
 from linkpool.store import Store
 from tests.acceptance.harness import (
     TOKEN,
     TOKEN_ENV,
     Pool,
-    ShiftedClock,
     requests_in_flight,
     run_json,
     start_cli,
@@ -102,7 +101,7 @@ def kill_when(config: Path, tmp_path: Path, condition, what: str) -> None:
 def run_after_the_dead_one(config: Path) -> dict:
     settings = load_settings(config)
     engine = create_engine(settings.database_url)
-    clock = ShiftedClock(LEASE_TTL + timedelta(minutes=1))
+    clock = SystemClock()
     try:
         with QualtricsClient.from_settings(settings.require_qualtrics(), clock=clock) as client:
             report = track_responses(settings, client, Store(engine), clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -12,14 +13,13 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from linkpool import gc as gc_module
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine, upgrade
-from linkpool.errors import LeaseHeld
+from linkpool.errors import LeaseHeld, LeaseLost
 from linkpool.gc import collect, delete_orphans, find_orphans
-from linkpool.lease import Lease
-from linkpool.models import LinkStatus, ListState, links
+from linkpool.lease import DEFAULT_TTL, Lease
+from linkpool.models import LinkStatus, ListState, leases, links
 from linkpool.pool import LinkPool
 from linkpool.refill import new_list_name, refill, refill_lease_name
 from linkpool.simulator import Simulator
@@ -369,16 +369,13 @@ def test_a_long_purge_keeps_renewing_the_gc_lease(
         pools=settings.pools,
         gc=GcSettings(grace=GRACE, purge_contacts=True),
     )
-    monkeypatch.setattr(gc_module, "PURGE_RENEW_EVERY", 1)
     real_delete = client.delete_directory_contact
     rival_took_it = []
 
     def slow_delete(contact_id: str) -> None:
         real_delete(contact_id)
-        clock.advance(gc_module.LEASE_TTL * 0.6)  # three deletions outlast one lease
-        rival_took_it.append(
-            store.acquire_lease("gc", "rival", now=clock.now(), ttl=gc_module.LEASE_TTL)
-        )
+        clock.advance(DEFAULT_TTL * 0.6)  # three deletions outlast one lease: the heartbeat
+        rival_took_it.append(store.acquire_lease("gc", "rival", now=clock.now(), ttl=DEFAULT_TTL))
 
     monkeypatch.setattr(client, "delete_directory_contact", slow_delete)
 
@@ -565,3 +562,37 @@ def test_gc_deleting_lists_leaves_claimed_and_void_unchanged(
     assert claim_totals(store, clock) == (4, size - 3, 1)
     assert collect(settings, client, store, clock).lists_deleted == 0
     assert claim_totals(store, clock) == (4, size - 3, 1)
+
+
+def test_a_gc_whose_lease_is_taken_over_stops_before_the_next_delete(
+    sim, client, store, clock, settings, monkeypatch
+):
+    first = provision_list(client, store, clock, ttl=timedelta(days=3))
+    second = provision_list(client, store, clock, ttl=timedelta(days=3))
+    clock.advance(timedelta(days=4))
+    real_delete = client.delete_distribution
+
+    def delete_then_lose_the_lease(distribution_id: str) -> None:
+        real_delete(distribution_id)
+        with store.write() as connection:
+            connection.execute(sa.update(leases).values(holder="rival:1:ffff"))
+
+    monkeypatch.setattr(client, "delete_distribution", delete_then_lose_the_lease)
+    calls_before = Counter(sim.calls)
+
+    with pytest.raises(LeaseLost, match="taken over by rival"):
+        collect(settings, client, store, clock)
+
+    calls = Counter(sim.calls) - calls_before
+    deletes = {key: count for key, count in calls.items() if key.startswith("DELETE")}
+    assert deletes == {DELETE_DISTRIBUTION: 1}  # nothing deleted after the takeover
+    assert store.get_list(first).state == ListState.REAPING  # not recorded: the next gc resumes
+    assert store.get_list(second).state == ListState.READY
+
+
+def test_cli_gc_names_a_live_holder_and_exits_0(cli, store, clock):
+    with Lease(store, "gc", clock, holder="web-3:17:beef"):
+        result = cli("gc")
+
+    assert result.exit_code == 0
+    assert result.stderr.startswith("linkpool: gc is already running: held by host web-3, pid 17")

@@ -144,6 +144,7 @@ def test_lease_holders_and_leadership_are_read_at_scrape_time(
     assert registry.get_sample_value("linkpool_daemon_leading") == 1
     holder = {"lease": LEADER_LEASE, "holder": "host-1:42"}
     assert registry.get_sample_value("linkpool_lease_holder", holder) == 1
+    daemon.leader.stop_heartbeat()  # the daemon died: its lease lapses
     clock.advance(TTL * 2)
     assert registry.get_sample_value("linkpool_lease_holder", holder) is None
 

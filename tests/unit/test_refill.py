@@ -22,8 +22,8 @@ from linkpool.cli import App, main
 from linkpool.clock import ManualClock
 from linkpool.config import PoolSettings, QualtricsSettings, RefillSettings, Settings
 from linkpool.errors import OutcomeUnknown, RateLimited
-from linkpool.lease import Lease
-from linkpool.models import LinkStatus, ListState, links, lists
+from linkpool.lease import DEFAULT_TTL, Lease
+from linkpool.models import LinkStatus, ListState, leases, links, lists
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import (
     MAX_IMPORT_CONTACTS,
@@ -37,6 +37,7 @@ from linkpool.refill import (
 )
 from linkpool.simulator import Simulator
 from linkpool.store import Store
+from tests.provision import provision_list
 
 SURVEY = "SV_SimSurvey0001"
 OTHER_SURVEY = "SV_SimSurvey0002"
@@ -280,16 +281,84 @@ def test_pools_refill_concurrently_and_one_failure_does_not_stop_the_others(
 def test_a_second_refill_of_the_same_pool_reports_already_running(
     run: Callable[..., RefillReport], store: Store, clock: ManualClock
 ) -> None:
-    other = Lease(store, "refill:nps", clock)
+    other = Lease(store, "refill:nps", clock, holder="web-1:4242:ab12")
     assert other.acquire()
+    other.start_heartbeat()  # alive: it renews while the second refill watches
 
     report = run()
 
     assert report.exit_code == 0
-    assert report.pools[0].skipped == "already running"
+    assert report.pools[0].skipped == (
+        "already running, held by host web-1, pid 4242, since 2026-11-22 09:00:00 UTC, "
+        "renewed until 09:00:40 UTC"
+    )
     assert report.api_calls == {}
     assert list_rows(store) == []
     assert other.current_holder() == other.holder
+
+
+def test_a_refill_takes_over_from_a_dead_holder_once_its_lease_lapses(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock
+) -> None:
+    dead = Lease(store, "refill:nps", clock)
+    assert dead.acquire()  # and never renews: its process was killed
+    died_at = clock.now()
+
+    report = run()
+
+    assert report.exit_code == 0 and report.pools[0].skipped is None
+    assert report.pools[0].lists_ready == 3
+    first_planned = min(row["created_at"] for row in list_rows(store))
+    assert died_at + DEFAULT_TTL < first_planned <= died_at + DEFAULT_TTL + timedelta(seconds=2)
+
+
+def test_a_lease_left_by_an_older_linkpool_is_in_doubt_exit_1(
+    run: Callable[..., RefillReport], store: Store, clock: ManualClock
+) -> None:
+    store.acquire_lease("refill:nps", "old:77:cafe", now=clock.now(), ttl=timedelta(minutes=15))
+
+    report = run()
+
+    assert report.exit_code == 1
+    assert report.pools[0].errors == [
+        "refill:nps: held by host old, pid 77, since 2026-11-22 09:00:00 UTC, renewed until "
+        "09:15:00 UTC, further ahead than a 30s lease runs (a holder from an older linkpool, "
+        "or a clock ahead on its host); it is taken over after 2026-11-22 09:15:00 UTC"
+    ]
+    assert list_rows(store) == []
+
+
+def test_a_refill_whose_lease_was_taken_over_writes_and_calls_nothing_more(
+    run: Callable[..., RefillReport],
+    sim: Simulator,
+    client: QualtricsClient,
+    store: Store,
+    clock: ManualClock,
+) -> None:
+    """A rival takes the lease over right after the first mailing list is created (as after a
+    freeze on a host whose clock runs behind): that list's next write is refused by the fence,
+    and no further call reaches Qualtrics."""
+    real_create = client.create_mailing_list
+    calls_at_takeover: Counter[str] = Counter()
+
+    def create_then_lose_the_lease(name: str) -> str:
+        created = real_create(name)
+        with store.write() as connection:
+            connection.execute(sa.update(leases).values(holder="rival:1:ffff"))
+        calls_at_takeover.update(sim.calls)
+        return created
+
+    client.create_mailing_list = create_then_lose_the_lease  # type: ignore[method-assign]
+
+    report = run(pool_settings(target_available=4, low_water=4))
+
+    assert report.exit_code == 1
+    assert report.pools[0].errors == [
+        "lease 'refill:nps' was taken over by rival:1:ffff; this run stopped without writing"
+    ]
+    assert [row["state"] for row in list_rows(store)] == [ListState.CREATING]  # as it was
+    assert Counter(sim.calls) == calls_at_takeover  # not one call after the takeover
+    assert store.lease_record("refill:nps").holder == "rival:1:ffff"  # type: ignore[union-attr]
 
 
 def test_dry_run_touches_nothing(
@@ -760,12 +829,15 @@ def test_cli_refill_one_pool_prints_a_table(cli: Callable[..., Result]) -> None:
 def test_cli_refill_already_running_exits_0(
     cli: Callable[..., Result], store: Store, clock: ManualClock
 ) -> None:
-    Lease(store, "refill:nps", clock).acquire()
+    running = Lease(store, "refill:nps", clock)
+    running.acquire()
+    running.start_heartbeat()
 
     result = cli("refill", "--pool", "nps", "--json")
 
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["pools"]["nps"]["skipped"] == "already running"
+    skipped = json.loads(result.stdout)["pools"]["nps"]["skipped"]
+    assert skipped.startswith("already running, held by host ")
 
 
 def test_cli_refill_dry_run_changes_nothing(
@@ -786,3 +858,33 @@ def test_cli_refill_unknown_pool_exits_2(cli: Callable[..., Result]) -> None:
 
     assert result.exit_code == 2
     assert "unknown pool 'nope'" in result.stderr
+
+
+def test_a_list_in_doubt_is_settled_beside_the_filling_not_before_it(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    """A run killed during an import's POST leaves a list whose contacts may or may not come:
+    the next run watches it for minutes, but stocks the pool meanwhile."""
+    doubtful = provision_list(client, store, clock, size=4, until=ListState.LIST_CREATED)
+    store.update_list(doubtful, now=clock.now(), state=ListState.IMPORTING, import_id=None)
+    filling = threading.Event()
+    real_create_list, real_count = store.create_list, client.count_contacts
+
+    def plan(**values: Any) -> int:
+        filling.set()
+        return real_create_list(**values)
+
+    def count_once_filling(mailing_list_id: str) -> int:
+        assert filling.wait(5), "the pool's filling waited for the list in doubt"
+        return real_count(mailing_list_id)
+
+    store.create_list = plan  # type: ignore[method-assign]
+    client.count_contacts = count_once_filling  # type: ignore[method-assign]
+
+    report = refill(make_settings(sim), client, store, clock)
+
+    pool = report.pools[0]
+    assert report.exit_code == 0, pool.errors
+    assert (pool.lists_resumed, pool.lists_failed) == (1, 1)  # no contacts ever came
+    assert claimable(store, clock) >= pool_settings().target_available
+    assert_consistent(sim, store)

@@ -69,13 +69,41 @@ def test_a_follower_takes_over_when_the_leader_stops_renewing(
 
     clock.advance(TTL / 2)
     assert first.tick() and not second.tick()  # renewed: still leading
-    clock.advance(TTL + timedelta(seconds=1))  # the leader went silent
+    first.leader.stop_heartbeat()  # the leader's process froze: no tick, no heartbeat
+    clock.advance(TTL + timedelta(seconds=1))
 
     assert second.run_job("gc").ran
     assert not first.tick()
     assert not first.leading
     assert not first.run_job("gc").ran
     assert runs == ["b:gc"]
+
+
+def test_the_heartbeat_keeps_a_leader_that_does_not_tick(store: Store, clock: ManualClock) -> None:
+    runs: list[str] = []
+    first, second = daemon(store, clock, runs, "a"), daemon(store, clock, runs, "b")
+    assert first.tick()
+
+    clock.advance(TTL * 5)  # a long job: the scheduler's tick is late, the heartbeat is not
+
+    assert not second.tick()
+    assert first.run_job("gc").ran
+    assert runs == ["a:gc"]
+
+
+def test_a_follower_logs_the_leader_it_follows_once(
+    store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = daemon(store, clock, [], "web-1:4242:ab12"), daemon(store, clock, [], "b")
+    first.tick()
+
+    with caplog.at_level(logging.INFO, logger="linkpool.scheduler"):
+        assert not second.tick()
+        assert not second.tick()
+
+    following = [r.getMessage() for r in caplog.records if "following" in r.getMessage()]
+    assert len(following) == 1
+    assert "host web-1, pid 4242, since 2026-11-22 09:00:00 UTC" in following[0]
 
 
 def test_closing_hands_leadership_over_at_once(store: Store, clock: ManualClock) -> None:

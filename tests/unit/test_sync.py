@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from linkpool.cli import App, main
 from linkpool.config import GcSettings, PoolSettings, Settings, SyncSettings
-from linkpool.errors import AuthError, ConfigError, LeaseHeld
+from linkpool.errors import AuthError, ConfigError, LeaseHeld, LeaseInDoubt, LeaseLost
 from linkpool.gc import collect
 from linkpool.lease import Lease
-from linkpool.models import WriteBack, links
+from linkpool.models import WriteBack, leases, links
 from linkpool.pool import LinkPool
 from linkpool.simulator import Simulator
 from linkpool.sync import as_text, backoff, sync
@@ -340,3 +340,39 @@ def test_cli_sync_json_and_exit_code(
         "requeued": 2,
         "written": 2,
     }
+
+
+def test_a_sync_whose_lease_is_taken_over_records_and_sends_nothing_more(
+    sim, client, store, clock, settings, linkpool, provisioned, monkeypatch
+):
+    """The first write-back is sent, then a rival takes the lease over: the outcome is not
+    recorded (the rival sends it again, harmless) and no further PUT goes out."""
+    first, second = (linkpool.claim("nps", recipient=f"r-{n}") for n in range(2))
+    real_update = client.update_contact
+
+    def update_then_lose_the_lease(*args, **kwargs):
+        real_update(*args, **kwargs)
+        with store.write() as connection:
+            connection.execute(sa.update(leases).values(holder="rival:1:ffff"))
+
+    monkeypatch.setattr(client, "update_contact", update_then_lose_the_lease)
+
+    with pytest.raises(LeaseLost, match="taken over by rival"):
+        sync(settings, client, store, clock, batch_size=1)
+
+    assert sim.calls[PUT_CONTACT] == 1
+    assert {writeback_of(store, c.link_id)["writeback"] for c in (first, second)} == {
+        WriteBack.PENDING
+    }
+
+
+def test_sync_names_a_live_holder_and_refuses_a_lease_in_doubt(store, client, clock, settings):
+    with Lease(store, "sync", clock, holder="web-2:99:abcd"):
+        with pytest.raises(LeaseHeld, match="held by host web-2, pid 99, since "):
+            sync(settings, client, store, clock)
+    store.acquire_lease("sync", "old:1:cafe", now=clock.now(), ttl=timedelta(minutes=5))
+
+    with pytest.raises(LeaseInDoubt, match="older linkpool") as caught:
+        sync(settings, client, store, clock)
+
+    assert caught.value.exit_code == 1
