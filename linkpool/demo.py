@@ -22,6 +22,7 @@ from pathlib import Path
 from linkpool.clock import ManualClock
 from linkpool.config import GcSettings, PoolSettings, QualtricsSettings, Settings
 from linkpool.db import create_engine, upgrade
+from linkpool.errors import ConfigError
 from linkpool.gc import collect
 from linkpool.models import ListState
 from linkpool.pool import Claim, LinkPool
@@ -33,6 +34,10 @@ from linkpool.store import Store
 from linkpool.sync import sync
 
 POOL = "checkout-nps"
+DEMO_DATABASE = "linkpool-demo.db"
+DEMO_MARKER = "linkpool-demo.marker"
+"""The demo's database has its own name, never ``linkpool.db``, and a marker file beside it
+says the demo made it: a reused ``--dir`` starts afresh only over files the demo created."""
 SURVEY_ID = DEFAULT_SURVEY_ID
 SLOW_PATH_CALLS_PER_LINK = 5
 
@@ -99,9 +104,8 @@ class _Demo:
     def __init__(self, directory: Path, echo: Echo, table: Table) -> None:
         self.echo = echo
         self.table = table
-        self.database = directory / "linkpool.db"
-        for suffix in ("", "-wal", "-shm"):  # a fresh database, even in a reused --dir
-            Path(f"{self.database}{suffix}").unlink(missing_ok=True)
+        self.database = directory / DEMO_DATABASE
+        _clear_previous_demo(directory)
         self.url = f"sqlite:///{self.database}"
         self.clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
         self.sim = Simulator(clock=self.clock, surveys=(SURVEY_ID,))
@@ -264,6 +268,23 @@ class _Demo:
         self.echo(f"   lists in the database: {summary}; claims kept for the record")
 
 
+def _clear_previous_demo(directory: Path) -> None:
+    """Remove the database of an earlier demo in ``directory``, and only that: a file of the
+    demo's name that the demo's marker does not vouch for is refused, never deleted."""
+    database = directory / DEMO_DATABASE
+    marker = directory / DEMO_MARKER
+    files = [Path(f"{database}{suffix}") for suffix in ("", "-wal", "-shm")]
+    present = [path for path in files if path.exists()]
+    if present and not marker.is_file():
+        raise ConfigError(
+            f"{present[0]} exists and the demo did not create it: refusing to touch it; "
+            "run the demo with another --dir"
+        )
+    for path in present:
+        path.unlink()
+    marker.write_text("created by `linkpool demo`: its database may be replaced by the next demo\n")
+
+
 _ALL_STATES = (
     *ListState.LIVE,
     ListState.REAPING,
@@ -296,4 +317,4 @@ class _Burst:
         return claim
 
 
-__all__ = ["DemoResult", "demo_settings", "run_demo"]
+__all__ = ["DEMO_DATABASE", "DemoResult", "demo_settings", "run_demo"]
