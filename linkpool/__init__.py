@@ -8,7 +8,7 @@ lp = LinkPool.from_config("linkpool.toml")
 claim = lp.claim("nps-checkin", recipient="cust-42", key="txn-981", data={"store": "12"})
 """
 
-from linkpool.claimer import Claim, Claimer
+from linkpool.claimer import Claim, Claimer, ClaimExpired
 from linkpool.clock import Clock, ManualClock, SystemClock
 from linkpool.config import PoolSettings, Settings, load_settings
 from linkpool.errors import (
@@ -30,6 +30,7 @@ from linkpool.store import PoolCounts
 
 __all__ = [
     "Claim",
+    "ClaimExpired",
     "Claimer",
     "Clock",
     "ConfigError",

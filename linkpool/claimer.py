@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from linkpool.errors import LinkPoolError
 from linkpool.store import PoolCounts
 
 
@@ -48,6 +49,22 @@ class Claim:
         }
 
 
+class ClaimExpired(LinkPoolError):
+    """A repeat of an idempotency key whose claim can no longer be used: its link expired or
+    its list was deleted, so the link no longer opens. ``claim`` is that first claim (for the
+    record); the message never carries its URL. Claim with a new key for a new link."""
+
+    def __init__(self, claim: Claim, reason: str) -> None:
+        super().__init__(
+            f"the claim made with idempotency key {claim.key!r} in pool {claim.pool!r} "
+            f"(link #{claim.link_id}, claimed {claim.claimed_at:%Y-%m-%d %H:%M} UTC) {reason}: "
+            "its link no longer opens; claim with a new key for a new link"
+        )
+        self.claim = claim
+        self.pool = claim.pool
+        self.key = claim.key
+
+
 @runtime_checkable
 class Claimer(Protocol):
     """Hands out links: the claim, the lookup of a claim by its idempotency key, the counts."""
@@ -61,7 +78,8 @@ class Claimer(Protocol):
         data: Mapping[str, Any] | None = None,
     ) -> Claim:
         """One available link of ``pool`` for ``recipient``; PoolExhausted if none is left,
-        IdempotencyConflict if ``key`` was used with another recipient or data."""
+        IdempotencyConflict if ``key`` was used with another recipient or data; ClaimExpired if
+        ``key``'s claim can no longer be used (its link expired or its list was deleted)."""
         ...
 
     def claim_by_key(self, pool: str, key: str) -> Claim | None:
@@ -73,4 +91,4 @@ class Claimer(Protocol):
         ...
 
 
-__all__ = ["Claim", "Claimer"]
+__all__ = ["Claim", "ClaimExpired", "Claimer"]

@@ -10,6 +10,8 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     ├── InvalidArgument (ValueError)  exit 2  a command's option is wrong; nothing was done
     ├── PoolExhausted                 exit 3  no claimable link left in the pool
     ├── IdempotencyConflict           exit 1  a key reused with another recipient or data
+    ├── ClaimExpired                  exit 1  a key's claim whose link no longer opens
+    │                                         (in linkpool.claimer: it carries the Claim)
     ├── DatabaseError                 exit 1  the database cannot be reached or used
     │   ├── SchemaNotMigrated         exit 1  the database is behind the code
     │   └── DuplicateRecord           exit 1  a unique value (idempotency key, link URL) repeated

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from linkpool.claimer import Claim
+from linkpool.claimer import Claim, ClaimExpired
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import (
     MAX_EMBEDDED_NAME,
@@ -178,7 +178,7 @@ class LinkPool:
         if key is not None:
             earlier = self.store.claim_by_key(pool, key)
             if earlier is not None:
-                return _replay(earlier, request)
+                return self._replay(earlier, request)
         counts = self.counts(pool)
         raise PoolExhausted(pool, too_old=counts.too_old)
 
@@ -194,6 +194,17 @@ class LinkPool:
             pools=self.pools,
             sync_settings=self.sync_settings,
         )
+
+    def _replay(self, earlier: ClaimRecord, request: ClaimRequest) -> Claim:
+        """The first claim of a repeated key; never a link that no longer opens."""
+        if earlier.recipient != request.recipient or earlier.data != request.data:
+            raise IdempotencyConflict(request.pool, request.key or "")
+        claim = _claim_from_record(earlier, replayed=True)
+        if earlier.expires_at <= request.now:
+            raise ClaimExpired(claim, f"expired at {earlier.expires_at:%Y-%m-%d %H:%M} UTC")
+        if self.store.list_deleted_for_link(earlier.id):
+            raise ClaimExpired(claim, "lost its list: gc deleted it on Qualtrics")
+        return claim
 
     def claim_by_key(self, pool: str, key: str) -> Claim | None:
         """The claim made in ``pool`` with idempotency ``key`` (``replayed`` set), or None."""
@@ -270,12 +281,6 @@ def _claim_from_record(record: ClaimRecord, *, replayed: bool = False) -> Claim:
         link_id=record.id,
         replayed=replayed,
     )
-
-
-def _replay(earlier: ClaimRecord, request: ClaimRequest) -> Claim:
-    if earlier.recipient != request.recipient or earlier.data != request.data:
-        raise IdempotencyConflict(request.pool, request.key or "")
-    return _claim_from_record(earlier, replayed=True)
 
 
 __all__ = ["Claim", "LinkPool", "canonical_json"]

@@ -108,6 +108,18 @@ class ClaimQueries(StoreBase):
             row = connection.execute(query).mappings().first()
         return ClaimRecord.from_row(row) if row is not None else None
 
+    def list_deleted_for_link(self, link_id: int) -> bool:
+        """Whether the link's mailing list is deleted (or being deleted) on Qualtrics."""
+        gone = (ListState.REAPING, ListState.DISTRIBUTION_DELETED, ListState.DELETED)
+        query = (
+            sa.select(lists.c.state)
+            .select_from(links.join(lists, links.c.list_id == lists.c.id))
+            .where(links.c.id == link_id)
+        )
+        with self.read() as connection:
+            state = connection.execute(query).scalar()
+        return state in gone
+
     def counts(self, pool: str, now: datetime, min_remaining: timedelta) -> PoolCounts:
         """The pool's stock and its claim totals, in one statement (one snapshot).
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from linkpool import (
     Claim,
+    ClaimExpired,
     ConfigError,
     IdempotencyConflict,
     LinkPool,
@@ -217,6 +218,49 @@ def test_an_exhausted_pool_still_replays_an_earlier_key(lp: LinkPool, stock) -> 
     assert again.replayed
     with pytest.raises(PoolExhausted):
         lp.claim("nps", recipient="cust-1", key="k2")
+
+
+def test_a_replay_of_an_expired_claim_raises_with_the_original_claim(
+    lp: LinkPool, stock, clock: ManualClock
+) -> None:
+    stock(1, days=30)
+    first = lp.claim("nps", recipient="cust-1", key="k1")
+    clock.advance(31 * DAY)
+
+    with pytest.raises(ClaimExpired) as excinfo:
+        lp.claim("nps", recipient="cust-1", key="k1")
+
+    assert excinfo.value.claim.link_id == first.link_id
+    assert excinfo.value.claim.expires_at == first.expires_at
+    assert excinfo.value.claim.replayed
+    assert "expired" in str(excinfo.value) and "new key" in str(excinfo.value)
+    assert first.url not in str(excinfo.value)
+
+
+def test_a_replay_whose_list_was_deleted_raises_claim_expired(
+    lp: LinkPool, stock, store: Store, clock: ManualClock
+) -> None:
+    stock(1, days=30)
+    first = lp.claim("nps", recipient="cust-1", key="k1")
+    with store.write() as connection:
+        list_id = connection.execute(
+            sa.select(links.c.list_id).where(links.c.id == first.link_id)
+        ).scalar_one()
+    store.update_list(list_id, now=clock.now(), state=ListState.DELETED)
+
+    with pytest.raises(ClaimExpired, match="deleted"):
+        lp.claim("nps", recipient="cust-1", key="k1")
+
+
+def test_a_conflicting_replay_of_an_expired_claim_is_still_a_conflict(
+    lp: LinkPool, stock, clock: ManualClock
+) -> None:
+    stock(1, days=30)
+    lp.claim("nps", recipient="cust-1", key="k1")
+    clock.advance(31 * DAY)
+
+    with pytest.raises(IdempotencyConflict):
+        lp.claim("nps", recipient="cust-2", key="k1")
 
 
 # --- arguments ----------------------------------------------------------------------------

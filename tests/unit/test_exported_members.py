@@ -6,6 +6,7 @@ import linkpool
 
 PUBLIC = {
     "Claim",
+    "ClaimExpired",
     "Claimer",
     "Clock",
     "ConfigError",
