@@ -7,12 +7,13 @@ switches between them by changing one line.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from linkpool.errors import LinkPoolError
+from linkpool.errors import InvalidClaim, LinkPoolError
 from linkpool.store import PoolCounts
 
 
@@ -65,6 +66,20 @@ class ClaimExpired(LinkPoolError):
         self.key = claim.key
 
 
+def check_text(name: str, value: str, max_length: int) -> None:
+    """A recipient or key: non-empty text that every database stores and compares as given."""
+    if not value.strip():
+        raise InvalidClaim(f"{name} must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidClaim(f"{name} is longer than {max_length} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidClaim(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise InvalidClaim(f"{name} contains a control character (NUL, a newline, a tab…)")
+
+
 @runtime_checkable
 class Claimer(Protocol):
     """Hands out links: the claim, the lookup of a claim by its idempotency key, the counts."""
@@ -91,4 +106,4 @@ class Claimer(Protocol):
         ...
 
 
-__all__ = ["Claim", "ClaimExpired", "Claimer"]
+__all__ = ["Claim", "ClaimExpired", "Claimer", "check_text"]

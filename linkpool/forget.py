@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from linkpool.claimer import check_text
 from linkpool.clock import Clock
 from linkpool.config import PoolSettings, SyncSettings
 from linkpool.errors import InvalidClaim, QualtricsError
@@ -100,8 +101,7 @@ def forget(
 def check_recipient(recipient: object) -> None:
     if not isinstance(recipient, str) or not recipient.strip():
         raise InvalidClaim("recipient is required and must be a non-empty string")
-    if len(recipient) > MAX_RECIPIENT_LENGTH:
-        raise InvalidClaim(f"recipient is longer than {MAX_RECIPIENT_LENGTH} characters")
+    check_text("recipient", recipient, MAX_RECIPIENT_LENGTH)  # NUL, surrogates: never to SQL
 
 
 def _local_report(erased: list[ErasedClaim]) -> ForgetReport:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from linkpool.claimer import Claim, ClaimExpired
+from linkpool.claimer import Claim, ClaimExpired, check_text
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import (
     MAX_EMBEDDED_NAME,
@@ -38,6 +38,10 @@ from linkpool.sync import as_text, write_back_claim
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_KEY_LENGTH = 255
+MAX_DATA_DEPTH = 32
+"""Objects and arrays nested deeper than this are refused: no transaction needs more, and
+deeper values cannot be compared or decoded safely (Python's recursion limit, PostgreSQL's
+jsonb depth)."""
 
 
 def canonical_json(data: Mapping[str, Any] | None) -> str | None:
@@ -46,13 +50,20 @@ def canonical_json(data: Mapping[str, Any] | None) -> str | None:
         return None
     if not isinstance(data, Mapping):
         raise InvalidClaim(f"data must be a JSON object (a dict), not {type(data).__name__}")
+    _check_depth(data)
     try:
         text = json.dumps(
             data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidClaim(f"data is not JSON-serialisable: {exc}") from None
-    if len(text.encode("utf-8")) > MAX_DATA_BYTES:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidClaim(
+            "data is not valid Unicode (a lone surrogate in a key or value)"
+        ) from None
+    if len(encoded) > MAX_DATA_BYTES:
         raise InvalidClaim(f"data is larger than {MAX_DATA_BYTES // 1024} KiB once encoded as JSON")
     check_embedded_data(data)
     return text
@@ -74,6 +85,22 @@ def check_embedded_data(data: Mapping[str, Any]) -> None:
                 f"data key {key!r} has a value of {len(as_text(value))} characters; Qualtrics "
                 f"takes embedded-data values of at most {MAX_RESPONSE_VALUE} (as text)"
             )
+
+
+def _check_depth(data: Mapping[str, Any]) -> None:
+    """Walks ``data`` without recursion; InvalidClaim past ``MAX_DATA_DEPTH`` levels."""
+    level: list[object] = [data]
+    for _ in range(MAX_DATA_DEPTH):
+        level = [
+            child
+            for value in level
+            if isinstance(value, Mapping | list | tuple)
+            for child in (value.values() if isinstance(value, Mapping) else value)
+        ]
+        if not level:
+            return
+    if any(isinstance(value, Mapping | list | tuple) for value in level):
+        raise InvalidClaim(f"data is nested deeper than {MAX_DATA_DEPTH} levels")
 
 
 class LinkPool:
@@ -125,7 +152,7 @@ class LinkPool:
     def pool(self, name: str) -> PoolSettings:
         try:
             return self.pools[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: a name that is not even hashable
             raise UnknownPool(name, list(self.pools)) from None
 
     def claim(
@@ -209,6 +236,9 @@ class LinkPool:
     def claim_by_key(self, pool: str, key: str) -> Claim | None:
         """The claim made in ``pool`` with idempotency ``key`` (``replayed`` set), or None."""
         self.pool(pool)
+        if not isinstance(key, str):
+            raise InvalidClaim("key must be a string")
+        check_text("key", key, MAX_KEY_LENGTH)
         earlier = self.store.claim_by_key(pool, key)
         return _claim_from_record(earlier, replayed=True) if earlier is not None else None
 
@@ -247,8 +277,8 @@ class LinkPool:
         check_recipient(recipient)
         if key is not None and (not isinstance(key, str) or not key.strip()):
             raise InvalidClaim("key must be a non-empty string when given")
-        if key is not None and len(key) > MAX_KEY_LENGTH:
-            raise InvalidClaim(f"key is longer than {MAX_KEY_LENGTH} characters")
+        if key is not None:
+            check_text("key", key, MAX_KEY_LENGTH)
         now = self.clock.now()
         return ClaimRequest(
             pool=settings.name,

@@ -91,7 +91,9 @@ def parse_data(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError:
+        raise InvalidClaim("--data is nested too deeply to be a transaction's data") from None
+    except ValueError as exc:  # JSONDecodeError, and integers past Python's 4,300 digits
         raise InvalidClaim(f"--data is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidClaim('--data must be a JSON object, like \'{"store": "12"}\'')

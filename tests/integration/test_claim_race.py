@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from linkpool import LinkPool, PoolExhausted, PoolSettings
+from linkpool import InvalidClaim, LinkPool, ManualClock, PoolExhausted, PoolSettings
 from linkpool.db import create_engine
 from linkpool.store import Store
 from tests.conftest import START, SURVEY_ID, seed_links
@@ -113,3 +113,25 @@ def test_a_forked_child_claims_on_its_own_connections(sqlite_url: str) -> None:
         assert child.exitcode == 0
         assert child_claim != parent_claim
         assert lp.claim("race", recipient="parent-again").link_id not in {parent_claim, child_claim}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"recipient": "cust\x00"}, {"key": "k\x00"}, {"data": {"note": "a\x00b"}}],
+    ids=["nul-recipient", "nul-key", "nul-in-data"],
+)
+def test_postgres_never_sees_a_nul_it_refuses(
+    postgres_url: str, pg_store, arguments: dict[str, object]
+) -> None:
+    """PostgreSQL text cannot hold NUL: a recipient or key with one is an InvalidClaim before
+    the database; inside data it is escaped by JSON and stored."""
+    clock = ManualClock(START)
+    pool = PoolSettings(name="nul", survey_id=SURVEY_ID, link_ttl=timedelta(days=60))
+    seed_links(pg_store, "nul", 1, now=START, expires_at=START + timedelta(days=30))
+    call: dict[str, object] = {"recipient": "cust-1", "key": "k1", **arguments}
+    with LinkPool(database_url=postgres_url, pools=[pool], clock=clock) as lp:
+        if "data" in arguments:
+            assert lp.claim("nul", **call).data == arguments["data"]  # type: ignore[arg-type]
+        else:
+            with pytest.raises(InvalidClaim, match="control character"):
+                lp.claim("nul", **call)  # type: ignore[arg-type]

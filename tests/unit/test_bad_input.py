@@ -333,8 +333,12 @@ def test_unmigrated_database_exits_1_before_calling_qualtrics(
         ('{"score": NaN}', "not JSON-serialisable"),
         ("{'single': 'quotes'}", "not valid JSON"),
         (json.dumps({"blob": "é" * (40 * 1024)}, ensure_ascii=False), "64 KiB"),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+        ('{"n": ' + "9" * 5000 + "}", "not valid JSON"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nested deeper than 32"),
+        ('{"t": "\\ud800"}', "not valid Unicode"),
     ],
-    ids=["nan", "python-dict", "oversized-in-bytes"],
+    ids=["nan", "python-dict", "oversized-in-bytes", "very-deep", "huge-int", "deep", "surrogate"],
 )
 def test_claim_data_that_is_not_json_or_too_big_exits_2_claiming_nothing(
     run: Run,
@@ -351,6 +355,23 @@ def test_claim_data_that_is_not_json_or_too_big_exits_2_claiming_nothing(
 
     assert "--data" in line or "data" in line
     assert message in line
+    assert store.counts("nps", clock.now(), timedelta(0)).claimed == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("--recipient", "cust\x00-1"), ("--recipient", "cust\udcff"), ("--key", "k\x00")],
+    ids=["nul-recipient", "undecodable-recipient", "nul-key"],
+)
+def test_claim_text_a_database_cannot_store_exits_2_claiming_nothing(
+    run: Run, store: Store, seed: SeedLinks, clock: ManualClock, options: tuple[str, str]
+) -> None:
+    seed(store, "nps", 3, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
+    args = ["claim", "nps", "--recipient", "cust-1", *options]
+
+    line = assert_one_clean_line(run(*args), 2)
+
+    assert "control character" in line or "not valid Unicode" in line
     assert store.counts("nps", clock.now(), timedelta(0)).claimed == 0
 
 

@@ -482,3 +482,77 @@ def test_database_errors_never_carry_link_urls(store: Store, clock: ManualClock)
         )
 
     assert "EMD_secret" not in str(caught.value)
+
+
+# --- input that JSON accepts but a database or a comparison cannot take (issue 11 point 9) --
+
+DEEP = {"a": None}
+for _ in range(5000):
+    DEEP = {"a": DEEP}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"data": DEEP}, "nested deeper"),
+        ({"data": {"n": 10**5000}}, "not JSON-serialisable"),
+        ({"data": {"text": "\ud800"}}, "not valid Unicode"),
+        ({"data": {"\udcff": 1}}, "not valid Unicode"),
+        ({"recipient": "cust\x00-1"}, "control character"),
+        ({"recipient": "cust-\ud800"}, "not valid Unicode"),
+        ({"key": "k\x00"}, "control character"),
+        ({"key": "k\udc80"}, "not valid Unicode"),
+        ({"recipient": "cust\n-1"}, "control character"),
+        ({"data": {1: "a", "b": 2}}, "not JSON-serialisable"),
+        ({"data": {"when": object()}}, "not JSON-serialisable"),
+    ],
+    ids=[
+        "deep",
+        "huge-int",
+        "lone-surrogate-value",
+        "lone-surrogate-key",
+        "nul-recipient",
+        "surrogate-recipient",
+        "nul-key",
+        "surrogate-key",
+        "newline-recipient",
+        "mixed-keys",
+        "object",
+    ],
+)
+def test_input_that_cannot_be_stored_is_an_invalid_claim(
+    lp: LinkPool, stock, store: Store, arguments: dict[str, object], said: str
+) -> None:
+    stock(2, days=30)
+    call: dict[str, object] = {"recipient": "cust-1", "key": "k1", **arguments}
+
+    with pytest.raises(InvalidClaim, match=said):
+        lp.claim("nps", **call)  # type: ignore[arg-type]
+
+    assert lp.counts("nps").claimed == 0
+
+
+def test_nul_inside_data_is_stored_escaped_and_replays(lp: LinkPool, stock) -> None:
+    stock(1, days=30)
+    first = lp.claim("nps", recipient="cust-1", key="k1", data={"note": "a\x00b"})
+
+    again = lp.claim("nps", recipient="cust-1", key="k1", data={"note": "a\x00b"})
+
+    assert again.replayed and again.link_id == first.link_id
+    assert again.data == {"note": "a\x00b"}
+
+
+@pytest.mark.parametrize("pool", [["nps"], None, 7], ids=["list", "none", "int"])
+def test_a_pool_name_that_is_not_text_is_an_unknown_pool(lp: LinkPool, pool: object) -> None:
+    with pytest.raises(UnknownPool):
+        lp.claim(pool, recipient="cust-1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "key", [None, 7, "k\x00", "k\ud800"], ids=["none", "int", "nul", "surrogate"]
+)
+def test_a_lookup_by_a_key_that_is_not_storable_text_is_an_invalid_claim(
+    lp: LinkPool, key: object
+) -> None:
+    with pytest.raises(InvalidClaim):
+        lp.claim_by_key("nps", key)  # type: ignore[arg-type]
