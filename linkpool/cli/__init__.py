@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from linkpool.cli import commands, service
-from linkpool.cli.app import App, LinkPoolGroup
+from linkpool.cli.app import App, LinkPoolGroup, quiet_library_logs
 
 
 @click.group(cls=LinkPoolGroup)
@@ -29,6 +29,7 @@ from linkpool.cli.app import App, LinkPoolGroup
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
     """Pre-provisioned Qualtrics personal survey links, claimed in one database statement."""
+    quiet_library_logs()
     ctx.obj = ctx.obj if isinstance(ctx.obj, App) else App(config_path)
     if config_path is not None:
         ctx.obj.config_path = config_path

@@ -5,6 +5,7 @@ itself (which imports them to register their commands)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -58,6 +59,15 @@ class LinkPoolGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("linkpool: interrupted", err=True)
             ctx.exit(130)
+
+
+def quiet_library_logs() -> None:
+    """A command reports through its own lines; the library's log records (a failure it
+    also puts in its report) must not reach stderr a second time through Python's last-resort
+    handler. ``linkpool run`` configures logging and shows them."""
+    library = logging.getLogger("linkpool")
+    if not any(isinstance(handler, logging.NullHandler) for handler in library.handlers):
+        library.addHandler(logging.NullHandler())
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -27,7 +27,7 @@ from linkpool.cli.app import (
 )
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
-from linkpool.errors import InvalidClaim
+from linkpool.errors import InvalidClaim, LeaseHeld
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
@@ -40,6 +40,14 @@ from linkpool.scheduler import run_daemon
 from linkpool.status import pools_report
 from linkpool.sync import sync as sync_write_backs
 from linkpool.timespec import parse_instant
+
+
+def skipped_as_running(exc: LeaseHeld, *, as_json: bool) -> None:
+    """Another process is doing this job: one line (or a JSON document), exit 0."""
+    if as_json:
+        echo_json({"skipped": "already running", "holder": str(exc)})
+    else:
+        click.echo(f"linkpool: {exc}", err=True)
 
 
 @click.group()
@@ -279,10 +287,15 @@ def gc_command(
     app = current_app(ctx)
     store = app.linkpool.store
     with qualtrics_client(app) as client:
+        check_access(client)
         if orphans:
             gc_orphans(app, client, delete=delete, yes=yes, as_json=as_json)
             return
-        report = collect(app.settings, client, store, app.clock, dry_run=dry_run)
+        try:
+            report = collect(app.settings, client, store, app.clock, dry_run=dry_run)
+        except LeaseHeld as exc:
+            skipped_as_running(exc, as_json=as_json)
+            return
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -374,7 +387,12 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
     app = current_app(ctx)
     store = app.linkpool.store
     with qualtrics_client(app) as client:
-        report = sync_write_backs(app.settings, client, store, app.clock, retry_failed)
+        check_access(client)
+        try:
+            report = sync_write_backs(app.settings, client, store, app.clock, retry_failed)
+        except LeaseHeld as exc:
+            skipped_as_running(exc, as_json=as_json)
+            return
     if as_json:
         echo_json(report.to_dict())
     else:

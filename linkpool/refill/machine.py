@@ -120,14 +120,15 @@ class PoolRefill:
                 self._refill_under_lease()
                 self.report.claimable_after = self._claimable()
                 if not self.report.skipped:
-                    missing = self.pool.target_available - self.report.claimable_after
-                    self.report.shortfall = max(0, missing)
+                    self._count_shortfall()
                     if not self.report.errors:  # the lease is released by now: unfenced
                         self.ctx.store.record_success(
                             "refill", self.pool.name, now=self.clock.now()
                         )
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
+                self.report.claimable_after = self._claimable_after()
+                self._count_shortfall()
         self.report.duration_s = self.clock.monotonic() - started
         self._log()
         return self.report
@@ -148,6 +149,18 @@ class PoolRefill:
             self._lease_lost(exc)
         finally:
             self.lease.release()
+
+    def _count_shortfall(self) -> None:
+        missing = self.pool.target_available - self.report.claimable_after
+        self.report.shortfall = max(0, missing)
+
+    def _claimable_after(self) -> int:
+        """The stock at the end, also after a failure (it is what claims can still take);
+        the figure from the start when the database itself is what failed."""
+        try:
+            return self._claimable()
+        except LinkPoolError:
+            return self.report.claimable_before
 
     def _refill(self) -> None:
         """Resume what an earlier run left, then fill to target. Lists whose import is in

@@ -13,6 +13,7 @@ rule) are not repeated; here they are driven through the commands that talk to Q
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -385,3 +386,88 @@ def test_refill_pool_naming_no_pool_exits_2_listing_the_pools(
         assert "configured pools: nps" in line
     assert row_counts(sqlite_url) == (0, 0)
     assert not simulator.calls
+
+
+# --- honest reports (issue 11 points 11 and 12) ---------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["gc", "sync"])
+def test_gc_and_sync_with_a_wrong_token_fail_even_with_nothing_to_do(
+    run: Run, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, WRONG_TOKEN)
+
+    line = assert_one_clean_line(run(command), 1)
+
+    assert "refused the API token" in line
+
+
+@pytest.mark.parametrize("command", ["gc", "sync"])
+def test_gc_and_sync_with_qualtrics_unreachable_fail_even_with_nothing_to_do(
+    run: Run, write_config, command: str
+) -> None:
+    path = write_config(base_url="https://zz9.qualtrics.com/API/v3")
+
+    line = assert_one_clean_line(run(command, path=path), 1)
+
+    assert "cannot be reached" in line
+
+
+@pytest.mark.parametrize("command", ["gc", "sync"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_gc_and_sync_already_running_say_so_without_error_and_exit_0(
+    run: Run, store: Store, clock: ManualClock, command: str, as_json: bool
+) -> None:
+    store.acquire_lease(command, "otherhost:4242:abcd", now=clock.now(), ttl=timedelta(minutes=5))
+
+    result = run(command, *(["--json"] if as_json else []))
+
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "error" not in result.stderr
+    if as_json:
+        document = json.loads(result.stdout)
+        assert document["skipped"] == "already running"
+        assert "otherhost:4242" in document["holder"]
+    else:
+        assert "already running" in result.stderr and "otherhost:4242" in result.stderr
+
+
+def test_a_failed_write_back_is_printed_once(
+    run: Run, store: Store, seed: SeedLinks, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeded placeholders are unknown to the simulator: each write-back is refused (404).
+
+    Without pytest's log handlers, as on a terminal: the library's warnings must not reach
+    stderr beside the command's own line (Python's last-resort handler would print them)."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    seed(store, "nps", 2, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
+    assert run("claim", "nps", "--recipient", "cust-1").exit_code == 0
+
+    result = run("sync")
+
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("linkpool: sync: ")
+
+
+def test_a_pool_level_refill_error_keeps_the_claimable_figure(
+    run: Run, store: Store, seed: SeedLinks, clock: ManualClock, write_config, monkeypatch
+) -> None:
+    """A pool that fails midway still has its links: `claimable 5 -> 5`, not `-> 0`."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    seed(store, "nps", 5, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
+
+    def refuse(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("provisioning broke")
+
+    monkeypatch.setattr("linkpool.refill.machine.PoolRefill._refill", refuse)
+
+    result = run("refill", "--json")
+
+    assert result.exit_code == 1
+    pool = json.loads(result.stdout)["pools"]["nps"]
+    assert (pool["claimable_before"], pool["claimable_after"]) == (5, 5)
+    assert pool["errors"] == ["RuntimeError: provisioning broke"]
+    assert result.stderr == ""  # with --json the report carries it; no log line besides
