@@ -45,6 +45,23 @@ class Clock(Protocol):
         """Run ``callback`` every ``seconds`` (first after one interval) until cancelled."""
 
 
+PAUSE_SLICE = 1.0
+"""How often a pause that may be cut short looks at its stop event, in seconds."""
+
+
+def pause(clock: Clock, seconds: float, stop: threading.Event | None) -> bool:
+    """Sleep ``seconds`` on ``clock``, in slices, unless ``stop`` is set meanwhile: a
+    shutdown never waits out a long backoff or poll. True if it slept the whole time."""
+    remaining = seconds
+    while remaining > 0:
+        if stop is not None and stop.is_set():
+            return False
+        step = min(remaining, PAUSE_SLICE) if stop is not None else remaining
+        clock.sleep(step)
+        remaining -= step
+    return stop is None or not stop.is_set()
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -18,6 +18,7 @@ message, and each names what to do about it. ``exit_code`` is what the CLI exits
     ├── LeaseHeld                     exit 0  another process is already doing this job
     ├── LeaseInDoubt                  exit 1  a lease blocks this job, but its holder is not
     │                                         proven alive (an older linkpool, a clock ahead)
+    ├── Interrupted                   exit 130 stopped by SIGINT or SIGTERM between two steps
     ├── LeaseLost                     exit 1  another process took over a job while it ran
     └── QualtricsError                exit 1  Qualtrics answered with an error or not at all
         ├── AuthError                         401 / 403: a wrong or revoked token
@@ -132,6 +133,12 @@ class LeaseHeld(LinkPoolError):
     """Another process holds this job's lease and renewed it just now: it is already running."""
 
     exit_code = 0
+
+
+class Interrupted(LinkPoolError):
+    """Stopped on request (SIGINT or SIGTERM) between two steps: the next run resumes."""
+
+    exit_code = 130
 
 
 class LeaseInDoubt(LinkPoolError):

@@ -31,7 +31,7 @@ from typing import Any
 
 from linkpool.clock import Clock
 from linkpool.config import DEFAULT_LIST_PREFIX, Settings
-from linkpool.errors import AuthError, NotFound, QualtricsError
+from linkpool.errors import AuthError, Interrupted, NotFound, QualtricsError
 from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
 from linkpool.models import ListState
@@ -271,6 +271,8 @@ class _Reaper:
             self.report.errors.append(f"{label}: {exc}")
         except AuthError:
             raise
+        except Interrupted:
+            logger.info("%s: stopped; the next gc resumes it", label)
         except QualtricsError as exc:
             logger.warning("%s: gc will retry it: %s", label, exc)
             self.report.errors.append(f"{label}: {exc}")

@@ -31,12 +31,15 @@ from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, format_duration
 from linkpool.db import check_migrated, create_engine
 from linkpool.errors import (
+    AuthError,
     ConfigError,
     DatabaseError,
     LeaseHeld,
     LeaseInDoubt,
     LeaseLost,
     LinkPoolError,
+    NotFound,
+    QualtricsError,
 )
 from linkpool.job import Job, JobContext, JobReport
 from linkpool.jobs import JOBS, intervals
@@ -231,6 +234,25 @@ def build_scheduler(
     return scheduler
 
 
+def check_qualtrics_at_start(client: QualtricsClient) -> None:
+    """Say at start whether Qualtrics accepts us. A refused token or a wrong directory is a
+    setting to fix: raised, the daemon does not start. Qualtrics being down or slow is not:
+    logged, and the jobs retry on their schedule."""
+    try:
+        access = client.check_access()
+    except (AuthError, NotFound):
+        raise
+    except QualtricsError as exc:
+        logger.error("Qualtrics is not answering at start; jobs will retry: %s", exc)
+        return
+    logger.info(
+        "Qualtrics access checked: user %s, directory %s%s",
+        access.user_id,
+        client.directory_id,
+        f" (notice: {access.notice})" if access.notice else "",
+    )
+
+
 def run_daemon(
     settings: Settings,
     *,
@@ -245,7 +267,9 @@ def run_daemon(
     engine = create_engine(settings.database_url)
     check_migrated(engine)
     client = QualtricsClient.from_settings(settings.require_qualtrics(), clock=clock)
+    check_qualtrics_at_start(client)
     daemon = Daemon(settings, client, Store(engine), clock)
+    client.stop_when(daemon.stop_event)
     stop_metrics = None
     if metrics_port is not None:
         stop_metrics = serve_metrics(daemon, client, metrics_host, metrics_port)
@@ -253,7 +277,11 @@ def run_daemon(
     scheduler = build_scheduler(daemon, every, executor)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("%s received: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if daemon.stop_event.is_set():
+            logger.info("%s received: already stopping (running jobs end after their step)", name)
+            return
+        logger.info("%s received: stopping", name)
         daemon.stop()
         scheduler.shutdown(wait=False)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from linkpool.clock import Clock
 from linkpool.config import PoolSettings, Settings, SyncSettings
-from linkpool.errors import AuthError, BadRequest, NotFound, QualtricsError
+from linkpool.errors import AuthError, BadRequest, Interrupted, NotFound, QualtricsError
 from linkpool.job import JobContext, JobReport
 from linkpool.lease import Lease
 from linkpool.models import Erasure, ListState, WriteBack
@@ -134,7 +134,10 @@ def sync(
                 return None  # not attempted: left pending
             # in a worker thread: its calls count, and wait on the lease, here too
             with client.tally(report.api_calls), client.guarded(lease.check):
-                return writer.attempt(row)
+                try:
+                    return writer.attempt(row)
+                except Interrupted:
+                    return None  # a retry's wait cut short by the stop: left pending
 
         if retry_failed:
             report.requeued = store.requeue_failed_writebacks(now=clock.now())

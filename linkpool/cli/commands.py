@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -248,6 +250,45 @@ def archive_command(app: App, before: str, output: Path, fmt: str) -> None:
 # --- gc and sync ---------------------------------------------------------------------------
 
 
+class StopOnSignal:
+    """SIGINT and SIGTERM, while a job command runs: the first sets ``event`` (the job stops
+    between two steps, and the client cuts its waits short), later ones say it is stopping.
+    Neither raises in the middle of a step, so leases are released and the HTTP client stays
+    open until the worker threads are done. ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM)
+    once a signal came, else None."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.exit_code: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            click.echo(f"linkpool: {name}: still stopping, after the steps under way", err=True)
+            return
+        self.exit_code = 128 + signum
+        self.event.set()
+        click.echo(
+            f"linkpool: {name}: stopping after the current step (the next run resumes)", err=True
+        )
+
+    def exit_if_stopped(self, ctx: click.Context) -> None:
+        if self.exit_code is not None:
+            ctx.exit(self.exit_code)
+
+
 def qualtrics_client(app: App) -> QualtricsClient:
     """A client from ``[qualtrics]`` (the token from its environment variable)."""
     return QualtricsClient.from_settings(
@@ -286,13 +327,16 @@ def gc_command(
         raise click.UsageError("--delete and --dry-run contradict each other")
     app = current_app(ctx)
     store = app.linkpool.store
-    with qualtrics_client(app) as client:
+    with qualtrics_client(app) as client, StopOnSignal() as stopping:
         check_access(client)
         if orphans:
             gc_orphans(app, client, delete=delete, yes=yes, as_json=as_json)
             return
+        client.stop_when(stopping.event)
         try:
-            report = collect(app.settings, client, store, app.clock, dry_run=dry_run)
+            report = collect(
+                app.settings, client, store, app.clock, dry_run=dry_run, stop=stopping.event
+            )
         except LeaseHeld as exc:
             skipped_as_running(exc, as_json=as_json)
             return
@@ -300,6 +344,7 @@ def gc_command(
         echo_json(report.to_dict())
     else:
         print_gc_report(report)
+    stopping.exit_if_stopped(ctx)
     if report.errors:
         ctx.exit(EXIT_FAILURE)
 
@@ -386,10 +431,13 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
     """
     app = current_app(ctx)
     store = app.linkpool.store
-    with qualtrics_client(app) as client:
+    with qualtrics_client(app) as client, StopOnSignal() as stopping:
         check_access(client)
+        client.stop_when(stopping.event)
         try:
-            report = sync_write_backs(app.settings, client, store, app.clock, retry_failed)
+            report = sync_write_backs(
+                app.settings, client, store, app.clock, retry_failed, stop=stopping.event
+            )
         except LeaseHeld as exc:
             skipped_as_running(exc, as_json=as_json)
             return
@@ -402,6 +450,7 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
         )
         for error in report.errors:
             click.echo(f"linkpool: sync: {error}", err=True)
+    stopping.exit_if_stopped(ctx)
     if report.failed:
         ctx.exit(EXIT_FAILURE)
 
@@ -576,18 +625,31 @@ def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_
     store = app.linkpool.store
     if pool_name is not None:
         app.linkpool.pool(pool_name)  # an unknown name fails before any call to Qualtrics
+    stopping = StopOnSignal()
     if dry_run:
         report = refill_pools(app.settings, None, store, app.clock, pool_name, dry_run=True)
     else:
-        with qualtrics_client(app) as client, refill_progress(enabled=not as_json) as progress:
+        with (
+            qualtrics_client(app) as client,
+            stopping,
+            refill_progress(enabled=not as_json) as progress,
+        ):
             check_access(client)
+            client.stop_when(stopping.event)
             report = refill_pools(
-                app.settings, client, store, app.clock, pool_name, progress=progress
+                app.settings,
+                client,
+                store,
+                app.clock,
+                pool_name,
+                progress=progress,
+                stop=stopping.event,
             )
     if as_json:
         echo_json(report.to_dict())
     else:
         print_refill_report(report)
+    stopping.exit_if_stopped(ctx)
     ctx.exit(report.exit_code)
 
 
@@ -648,7 +710,7 @@ def print_refill_report(report: RefillReport) -> None:
             p.links_added,
             p.shortfall,
             sum(p.api_calls.values()),
-            p.skipped or ("failed" if p.failed else "ok"),
+            p.skipped or ("failed" if p.failed else "stopped" if p.stopped else "ok"),
         )
         for p in report.pools
     ]

@@ -34,11 +34,12 @@ from urllib.parse import quote
 
 import httpx
 
-from linkpool.clock import Clock, SystemClock, utc
+from linkpool.clock import Clock, SystemClock, pause, utc
 from linkpool.errors import (
     AuthError,
     BadRequest,
     ImportFailed,
+    Interrupted,
     NotFound,
     OutcomeUnknown,
     QualtricsError,
@@ -219,6 +220,7 @@ class QualtricsClient:
         self._calls_lock = threading.Lock()
         self._tallies = _Tallies()
         self._guards = _Guards()
+        self._stop: threading.Event | None = None
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -257,6 +259,16 @@ class QualtricsClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def stop_when(self, event: threading.Event) -> None:
+        """Once ``event`` is set, a wait of this client (a retry's backoff, an import's
+        polling) ends within a second by raising ``Interrupted``, instead of running out:
+        a shutdown is not held up by Qualtrics being slow. Requests in flight finish."""
+        self._stop = event
+
+    def _pause(self, seconds: float, what: str) -> None:
+        if not pause(self._clock, seconds, self._stop):
+            raise Interrupted(f"stopped while {what}: the next run picks it up")
 
     def __enter__(self) -> QualtricsClient:
         return self
@@ -492,7 +504,7 @@ class QualtricsClient:
                     method=api.GET_IMPORT.method,
                     endpoint=api.GET_IMPORT.path,
                 )
-            self._clock.sleep(min(poll_interval, remaining))
+            self._pause(min(poll_interval, remaining), f"waiting for import {import_id}")
 
     def create_link_distribution(
         self, *, survey_id: str, mailing_list_id: str, description: str, expires_at: datetime
@@ -676,7 +688,7 @@ class QualtricsClient:
                     return _success_body(response, body, endpoint)
                 delay = self._delay_after_error_status(endpoint, response, body, attempt)
             logger.debug("%s: retrying in %.2fs", endpoint, delay)
-            self._clock.sleep(delay)
+            self._pause(delay, f"waiting to retry {endpoint.method} {endpoint.path}")
 
     def _send(
         self,

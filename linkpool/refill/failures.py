@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linkpool.errors import BadRequest, LinkPoolError, NotFound
+from linkpool.errors import BadRequest, Interrupted, LinkPoolError, NotFound
 
 
 class CannotComplete(LinkPoolError):
@@ -13,7 +13,7 @@ class LeftForOperator(LinkPoolError):
     """Whether a list exists on Qualtrics cannot be told: mark it failed, create nothing."""
 
 
-class Stopped(LinkPoolError):
+class Stopped(Interrupted):
     """Refill was asked to stop (shutdown): the next run resumes this list."""
 
 

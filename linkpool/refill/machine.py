@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from linkpool.clock import Clock
+from linkpool.clock import Clock, pause
 from linkpool.config import PoolSettings, RefillSettings
 from linkpool.errors import (
     BadRequest,
     ImportFailed,
+    Interrupted,
     LeaseHeld,
     LeaseLost,
     LinkPoolError,
@@ -119,16 +120,20 @@ class PoolRefill:
                 self.report.claimable_before = self._claimable()
                 self._refill_under_lease()
                 self.report.claimable_after = self._claimable()
+                self.report.stopped = self.ctx.stop.is_set() and not self.report.skipped
                 if not self.report.skipped:
                     self._count_shortfall()
-                    if not self.report.errors:  # the lease is released by now: unfenced
+                    if not (self.report.errors or self.report.stopped):
+                        # the lease is released by now: unfenced
                         self.ctx.store.record_success(
                             "refill", self.pool.name, now=self.clock.now()
                         )
+            except Interrupted:
+                logger.info("refill %s: stopped; the next run resumes", self.pool.name)
+                self._settle_figures()
             except Exception as exc:  # noqa: BLE001 - one pool's failure never stops the others
                 self._error(exc)
-                self.report.claimable_after = self._claimable_after()
-                self._count_shortfall()
+                self._settle_figures()
         self.report.duration_s = self.clock.monotonic() - started
         self._log()
         return self.report
@@ -149,6 +154,12 @@ class PoolRefill:
             self._lease_lost(exc)
         finally:
             self.lease.release()
+
+    def _settle_figures(self) -> None:
+        """The end figures of a run cut short by an error or a stop."""
+        self.report.claimable_after = self._claimable_after()
+        self.report.stopped = self.ctx.stop.is_set() and not self.report.skipped
+        self._count_shortfall()
 
     def _count_shortfall(self) -> None:
         missing = self.pool.target_available - self.report.claimable_after
@@ -322,7 +333,7 @@ class PoolRefill:
                 logger.warning(
                     "refill %s: list %d was taken by another job", self.pool.name, list_id
                 )
-            except Stopped:
+            except Interrupted:  # Stopped between steps, or a wait of the client cut short
                 logger.info("refill %s: list %d left for the next run", self.pool.name, list_id)
             except PERMANENT as exc:
                 self._abandon(list_id, exc)
@@ -474,7 +485,7 @@ class PoolRefill:
                 expected,
                 min(delay, remaining),
             )
-            self.clock.sleep(min(delay, remaining))
+            pause(self.clock, min(delay, remaining), self.ctx.stop)
             delay = min(delay * 2, LINKS_MAX_DELAY)
             self._between_steps()
         links = with_directory_contacts(self.client, _known(row.mailing_list_id), links)

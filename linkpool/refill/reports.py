@@ -31,6 +31,8 @@ class PoolReport(JobReport):
     duration_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     skipped: str | None = None
+    stopped: bool = False
+    """Asked to stop (a signal, the daemon's shutdown) before the pool was done."""
 
     @property
     def failed(self) -> bool:
@@ -52,6 +54,7 @@ class PoolReport(JobReport):
             "duration_s": round(self.duration_s, 3),
             "errors": list(self.errors),
             "skipped": self.skipped,
+            "stopped": self.stopped,
         }
 
     def summary_parts(self) -> list[str]:
@@ -63,6 +66,7 @@ class PoolReport(JobReport):
             f"{self.lists_failed} failed",
             f"{self.links_added} link(s) added",
             f"shortfall {self.shortfall}",
+            *(["stopped"] if self.stopped else []),
         ]
 
 
