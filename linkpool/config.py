@@ -443,7 +443,7 @@ class QualtricsSettings:
     )
     timeout: float = setting(
         30.0,
-        doc="per request",
+        doc="per request, whole answer included (a server trickling its answer cannot hold it)",
         kind=SECONDS,
         low=timedelta(seconds=1),
         high=timedelta(minutes=30),

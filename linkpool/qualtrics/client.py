@@ -161,6 +161,18 @@ TRANSIENT_ERRORS = (RateLimited, ServerError, QualtricsTimeout, QualtricsUnreach
 """What trying again later can fix."""
 
 
+class _TotalTimeout(httpx.ReadTimeout):
+    """The answer kept coming, a little at a time, past the request's whole time budget."""
+
+
+class _CorruptAnswer(httpx.ReadError):
+    """The answer's body could not be decoded (a broken ``Content-Encoding``)."""
+
+
+_OWN_TRANSPORT_ERRORS = (_TotalTimeout, _CorruptAnswer)
+"""Raised by the client itself: their messages are ours, safe to show."""
+
+
 class _Tallies(threading.local):
     """The Counters of the ``tally`` blocks the current thread is in, innermost last."""
 
@@ -221,6 +233,7 @@ class QualtricsClient:
         self._tallies = _Tallies()
         self._guards = _Guards()
         self._stop: threading.Event | None = None
+        self._total_timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -629,6 +642,7 @@ class QualtricsClient:
     ) -> Iterator[dict[str, Any]]:
         """Yield ``result.elements`` page by page, following ``result.nextPage`` as given."""
         url = self._url(endpoint, ids)
+        followed: set[str] = set()
         while True:
             envelope = self._request(endpoint, url, params=params)
             result = _result_of(envelope, endpoint)
@@ -637,6 +651,14 @@ class QualtricsClient:
             if not next_page:
                 return
             url = self._checked_next_page(str(next_page), endpoint)
+            if url in followed:
+                raise QualtricsError(
+                    f"Qualtrics's nextPage repeated a page already read, after {len(followed) + 1} "
+                    "page(s): stopped paging rather than loop forever",
+                    method=endpoint.method,
+                    endpoint=endpoint.path,
+                )
+            followed.add(url)
             params = None
 
     def _checked_next_page(self, next_page: str, endpoint: Endpoint) -> str:
@@ -704,7 +726,7 @@ class QualtricsClient:
                 check()
             self._count(endpoint.key)
             try:
-                response = self._http.request(endpoint.method, url, json=json, params=params)
+                response = self._bounded_request(endpoint, url, json=json, params=params)
             except httpx.TransportError as exc:
                 logger.debug("%s → %s (attempt %d)", endpoint, type(exc).__name__, attempt)
                 self._note_outcome(endpoint.key, type(exc).__name__, attempt)
@@ -718,6 +740,40 @@ class QualtricsClient:
             self.outcomes[key, answer] += 1
             if attempt > 1:
                 self.retries[key] += 1
+
+    def _bounded_request(
+        self, endpoint: Endpoint, url: str, *, json: Any, params: Mapping[str, str] | None
+    ) -> httpx.Response:
+        """One request whose whole time, body included, is bounded by ``timeout``: httpx
+        bounds each read, so a server trickling its answer would otherwise hold us forever."""
+        request = self._http.build_request(endpoint.method, url, json=json, params=params)
+        try:
+            response = self._http.send(request, stream=True)
+            raw = self._read_within(response, self._clock.monotonic() + self._total_timeout)
+            return httpx.Response(
+                response.status_code, headers=response.headers, content=raw, request=request
+            )
+        except httpx.DecodingError as exc:  # from the transport, or from decoding ``raw``
+            raise _CorruptAnswer(
+                "Qualtrics answered with a body that could not be decoded (a broken "
+                "Content-Encoding)",
+                request=request,
+            ) from exc
+
+    def _read_within(self, response: httpx.Response, deadline: float) -> bytes:
+        """The raw body, read chunk by chunk until ``deadline`` (on the client's clock)."""
+        try:
+            raw = bytearray()
+            for chunk in response.iter_raw():
+                raw += chunk
+                if self._clock.monotonic() > deadline:
+                    raise _TotalTimeout(
+                        f"no complete answer within {self._total_timeout:g}s in total",
+                        request=response.request,
+                    )
+            return bytes(raw)
+        finally:
+            response.close()
 
     def _count(self, key: str) -> None:
         tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once
@@ -738,14 +794,16 @@ class QualtricsClient:
                 endpoint=endpoint.path,
             ) from exc
         if attempt > self.retry_policy.max_retries:
-            error_type = (
+            error_type: type[QualtricsError] = (
                 QualtricsTimeout
                 if isinstance(exc, httpx.TimeoutException)
+                else QualtricsError
+                if isinstance(exc, _CorruptAnswer)
                 else QualtricsUnreachable
             )
+            detail = str(exc) if isinstance(exc, _OWN_TRANSPORT_ERRORS) else type(exc).__name__
             raise error_type(
-                f"{(error_type.__doc__ or '').strip()} ({type(exc).__name__}, "
-                f"{attempt} attempt(s))",
+                f"{(error_type.__doc__ or '').strip()} ({detail}, {attempt} attempt(s))",
                 method=endpoint.method,
                 endpoint=endpoint.path,
             ) from exc

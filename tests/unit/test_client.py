@@ -765,3 +765,98 @@ def test_every_attempt_is_counted_by_endpoint_and_answer_and_retries_apart(api, 
     }
     assert client.retries == {endpoint: 2}
     assert client.calls[endpoint] == 3
+
+
+# --- answers that never end, loop or do not decode (issue 11 points 7 and 10) ---------------
+
+
+def test_a_next_page_that_repeats_fails_instead_of_looping(api, client):
+    again = f"{BASE}{LISTS}?skipToken=same"
+    api.get(LISTS).mock(
+        return_value=ok({"elements": [{"mailingListId": LIST_ID}], "nextPage": again})
+    )
+
+    with pytest.raises(QualtricsError, match="nextPage repeated"):
+        list(client.iter_mailing_lists())
+
+    assert client.calls == {"GET /directories/{directoryId}/mailinglists": 2}
+
+
+def test_a_next_page_cycle_over_two_pages_fails_too(api, client):
+    first, second = f"{BASE}{LISTS}?skipToken=a", f"{BASE}{LISTS}?skipToken=b"
+    pages = {None: first, "a": second, "b": first}
+    api.get(LISTS).mock(
+        side_effect=lambda request: ok(
+            {"elements": [], "nextPage": pages[request.url.params.get("skipToken")]}
+        )
+    )
+
+    with pytest.raises(QualtricsError, match="nextPage repeated"):
+        list(client.iter_mailing_lists())
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_corrupt_content_encoding_is_a_qualtrics_error_not_a_traceback(
+    api, client, method: str
+) -> None:
+    corrupt = httpx.Response(
+        200,
+        headers={"Content-Encoding": "gzip"},
+        stream=httpx.ByteStream(b"this is not gzip at all"),
+    )
+    if method == "GET":
+        api.get("/whoami").mock(return_value=corrupt)
+        with pytest.raises(QualtricsError, match="could not be decoded"):
+            client.whoami()
+    else:
+        api.post(LISTS).mock(return_value=corrupt)
+        with pytest.raises(OutcomeUnknown):
+            client.create_mailing_list("linkpool/nps/x")
+
+
+class TricklingServer(threading.Thread):
+    """An HTTP server on loopback that answers one byte at a time, forever: every read gets
+    data well within the read timeout, so only a bound on the whole request can end it."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import socket
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        connection, _ = self.server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            )
+            while not self.done.wait(0.05):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+
+def test_a_request_whose_answer_trickles_is_bounded_in_total_time() -> None:
+    """The real clock here: the trickle is real network time."""
+    from linkpool.clock import SystemClock
+
+    server = TricklingServer()
+    server.start()
+    client = QualtricsClient(
+        base_url=f"http://127.0.0.1:{server.port}/API/v3",
+        token=TOKEN,
+        directory_id=DIRECTORY,
+        timeout=1.0,
+        max_retries=0,
+        clock=SystemClock(),
+    )
+    try:
+        with pytest.raises(QualtricsTimeout, match="in total"):
+            client.whoami()
+    finally:
+        server.done.set()
+        client.close()
