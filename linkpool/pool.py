@@ -31,7 +31,7 @@ from linkpool.errors import (
     UnknownPool,
 )
 from linkpool.forget import ForgetReport, check_recipient, forget
-from linkpool.models import WriteBack
+from linkpool.models import MAX_RECIPIENT_LENGTH, WriteBack
 from linkpool.qualtrics.client import QualtricsClient, normal_link
 from linkpool.store import ClaimRecord, ClaimRequest, PoolCounts, ResponseCounts, Store
 from linkpool.sync import as_text, write_back_claim
@@ -241,6 +241,27 @@ class LinkPool:
         check_text("key", key, MAX_KEY_LENGTH)
         earlier = self.store.claim_by_key(pool, key)
         return _claim_from_record(earlier, replayed=True) if earlier is not None else None
+
+    def claims_of(self, pool: str, recipient: str) -> list[Claim]:
+        """Every claim of ``recipient`` in ``pool``, oldest first (``replayed`` set: these are
+        earlier claims, looked up)."""
+        self.pool(pool)
+        if not isinstance(recipient, str):
+            raise InvalidClaim("recipient must be a string")
+        check_text("recipient", recipient, MAX_RECIPIENT_LENGTH)
+        records = self.store.claims_of_recipient(pool, recipient)
+        return [_claim_from_record(record, replayed=True) for record in records]
+
+    def written_back(self, link_id: int) -> bool:
+        """Whether the claim of ``link_id`` is written onto its contact in Qualtrics."""
+        row = self.store.writeback_of(link_id)
+        return row is not None and row.writeback == WriteBack.DONE
+
+    def usable(self, claim: Claim) -> bool:
+        """Whether ``claim``'s link still opens: unexpired, and its list not deleted."""
+        if claim.expires_at <= self.clock.now():
+            return False
+        return not self.store.list_deleted_for_link(claim.link_id)
 
     def _adopt_after_fork(self) -> None:
         """Forget the parent's pooled connections without closing them under its feet."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from linkpool.config import PoolSettings
-from linkpool.store import PoolCounts, ResponseCounts
+from linkpool.store import PoolCounts, ResponseCounts, Store
 
 OK, LOW, EMPTY = "OK", "LOW", "EMPTY"
 
@@ -70,4 +71,36 @@ def response_status(responses: ResponseCounts, counts: PoolCounts) -> dict[str, 
         "responses_on_unclaimed_links": responses.unclaimed_responses,
         "enrichment_pending": responses.enrichment_open,
         "enrichment_failed": responses.enrichment_failed,
+    }
+
+
+RECENT_FAILURES = 5
+"""How many of a pool's failed lists ``status POOL`` shows, newest first."""
+
+
+def pool_detail(store: Store, pool: str, *, refill_lock: str, now: datetime) -> dict[str, Any]:
+    """Why a pool is where it is (``status POOL``): who holds its refill lock and since when,
+    when its refill last succeeded, and its newest failed lists with their last error."""
+    lease = store.lease_record(refill_lock)
+    success = store.last_success("refill", pool)
+    return {
+        "refill_lock": None
+        if lease is None
+        else {
+            "holder": lease.holder,
+            "since": lease.acquired_at.isoformat(),
+            "expires_at": lease.expires_at.isoformat(),
+            "lapsed": lease.expires_at < now,
+        },
+        "last_refill_success": success.isoformat() if success is not None else None,
+        "failed_lists": [
+            {
+                "list": row.id,
+                "mailing_list_id": row.mailing_list_id,
+                "state": str(row.state),
+                "at": row.updated_at.isoformat(),
+                "error": row.last_error,
+            }
+            for row in store.recent_failures(pool, limit=RECENT_FAILURES)
+        ],
     }

@@ -38,6 +38,7 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 for command in (
     commands.db,
     commands.claim,
+    commands.claims,
     commands.status,
     commands.export,
     commands.archive_command,

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -19,6 +19,7 @@ import click
 from linkpool import health
 from linkpool.archive import ARCHIVE_FORMATS
 from linkpool.archive import archive as archive_claims
+from linkpool.claimer import Claim
 from linkpool.cli.app import (
     EXIT_FAILURE,
     App,
@@ -27,6 +28,7 @@ from linkpool.cli.app import (
     format_table,
     pass_app,
 )
+from linkpool.config import PoolSettings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
 from linkpool.errors import InvalidClaim, LeaseHeld
@@ -34,12 +36,13 @@ from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.jobs import intervals
+from linkpool.pool import LinkPool
 from linkpool.qualtrics.client import QualtricsClient
-from linkpool.refill import Progress, RefillReport
+from linkpool.refill import Progress, RefillReport, refill_lease_name
 from linkpool.refill import refill as refill_pools
 from linkpool.responses import track_responses
 from linkpool.scheduler import run_daemon
-from linkpool.status import pools_report
+from linkpool.status import pool_detail, pools_report
 from linkpool.sync import sync as sync_write_backs
 from linkpool.timespec import parse_instant
 
@@ -83,17 +86,100 @@ def db_upgrade(app: App, revision: str) -> None:
 @click.option("--key", help="Idempotency key: a repeat returns the first claim.")
 @click.option("--data", "data_text", help="Transaction data, a JSON object (at most 64 KiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole claim as JSON.")
+@click.option(
+    "--sync",
+    "write_back",
+    is_flag=True,
+    help="Also write the recipient and data onto the link's contact in Qualtrics now.",
+)
 @pass_app
 def claim(
-    app: App, pool: str, recipient: str, key: str | None, data_text: str | None, as_json: bool
+    app: App,
+    pool: str,
+    recipient: str,
+    key: str | None,
+    data_text: str | None,
+    as_json: bool,
+    write_back: bool,
 ) -> None:
-    """Claim one link of POOL for a recipient and print its URL."""
+    """Claim one link of POOL for a recipient and print its URL.
+
+    With --sync the write-back happens before the command returns; if Qualtrics fails, the
+    claim is printed all the same and its write-back stays due for `linkpool sync`.
+    """
     data = parse_data(data_text)
-    result = app.linkpool.claim(pool, recipient=recipient, key=key, data=data)
+    if write_back:
+        result = claim_and_write_back(app, pool, recipient=recipient, key=key, data=data)
+    else:
+        result = app.linkpool.claim(pool, recipient=recipient, key=key, data=data)
     if as_json:
         echo_json(result.to_dict())
     else:
         click.echo(result.url)
+
+
+def claim_and_write_back(
+    app: App, pool: str, *, recipient: str, key: str | None, data: dict[str, Any] | None
+) -> Claim:
+    """``claim --sync``: the claim, then its write-back, on the command's Qualtrics client."""
+    with (
+        qualtrics_client(app) as client,
+        LinkPool.from_settings(app.settings, clock=app.clock, client=client) as lp,
+    ):
+        result = lp.claim(pool, recipient=recipient, key=key, data=data, sync=True)
+        if not lp.written_back(result.link_id):
+            click.echo(
+                f"linkpool: link #{result.link_id} claimed; its write-back to Qualtrics did not "
+                "go through and is left for `linkpool sync`",
+                err=True,
+            )
+    return result
+
+
+@click.command()
+@click.argument("pool")
+@click.option("--recipient", help="Every claim of this recipient.")
+@click.option("--key", help="The claim made with this idempotency key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the claims as JSON (URLs included).")
+@pass_app
+def claims(app: App, pool: str, recipient: str | None, key: str | None, as_json: bool) -> None:
+    """The claims of one recipient, or the claim of one idempotency key, in POOL.
+
+    The table leaves out the links' URLs (bearer credentials); --json has them, as `claim
+    --json` does. `usable` says whether the link still opens (unexpired, its list not deleted).
+    """
+    if (recipient is None) == (key is None):
+        raise click.UsageError("give exactly one of --recipient and --key")
+    lp = app.linkpool
+    if key is not None:
+        found = lp.claim_by_key(pool, key)
+        matches = [found] if found is not None else []
+    else:
+        matches = lp.claims_of(pool, recipient or "")
+    usable = [lp.usable(match) for match in matches]
+    if as_json:
+        documents = [
+            {**match.to_dict(), "usable": ok} for match, ok in zip(matches, usable, strict=True)
+        ]
+        echo_json({"claims": documents})
+        return
+    if not matches:
+        what = f"key {key!r}" if key is not None else f"recipient {recipient!r}"
+        click.echo(f"no claim of {what} in pool {pool!r}")
+        return
+    rows = [
+        (
+            match.link_id,
+            match.recipient,
+            match.key or "-",
+            f"{match.claimed_at:%Y-%m-%d %H:%M}",
+            f"{match.expires_at:%Y-%m-%d %H:%M}",
+            "yes" if ok else "no",
+        )
+        for match, ok in zip(matches, usable, strict=True)
+    ]
+    headers = ("link", "recipient", "key", "claimed (UTC)", "expires (UTC)", "usable")
+    click.echo(format_table(headers, rows))
 
 
 def parse_data(text: str | None) -> dict[str, Any] | None:
@@ -111,6 +197,7 @@ def parse_data(text: str | None) -> dict[str, Any] | None:
 
 
 @click.command()
+@click.argument("pool_name", metavar="[POOL]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--check",
@@ -127,13 +214,23 @@ def parse_data(text: str | None) -> dict[str, Any] | None:
     help="With --check: refill intervals without a success before the check fails.",
 )
 @pass_app
-def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> None:
-    """Stock and health of every pool."""
-    if check_health:
-        status_check(app, as_json, max_intervals)
-        return
+def status(
+    app: App, pool_name: str | None, as_json: bool, check_health: bool, max_intervals: int
+) -> None:
+    """Stock and health of every pool; with POOL, also why it is where it is (its refill
+    lock's holder, its last successful refill, its newest failed lists)."""
     lp = app.linkpool
-    report = pools_report(lp.pools, lp.counts, responses=lp.response_counts)
+    pools = lp.pools if pool_name is None else {pool_name: lp.pool(pool_name)}
+    if check_health:
+        status_check(app, pools, as_json, max_intervals)
+        return
+    names = None if pool_name is None else [pool_name]
+    report = pools_report(lp.pools, lp.counts, names, responses=lp.response_counts)
+    if pool_name is not None:
+        detail = pool_detail(
+            lp.store, pool_name, refill_lock=refill_lease_name(pool_name), now=lp.clock.now()
+        )
+        report[pool_name]["detail"] = detail
     if as_json:
         echo_json({"pools": report})
         return
@@ -170,14 +267,41 @@ def status(app: App, as_json: bool, check_health: bool, max_intervals: int) -> N
         for name, r in report.items()
     ]
     click.echo(format_table(headers, rows))
+    if pool_name is not None:
+        print_pool_detail(report[pool_name]["detail"])
 
 
-def status_check(app: App, as_json: bool, max_intervals: int) -> None:
+def print_pool_detail(detail: dict[str, Any]) -> None:
+    lock = detail["refill_lock"]
+    if lock is None:
+        click.echo("refill lock: free")
+    else:
+        lapsed = " (lapsed: its holder stopped renewing it)" if lock["lapsed"] else ""
+        click.echo(
+            f"refill lock: held by {lock['holder']} since {lock['since']}, "
+            f"until {lock['expires_at']}{lapsed}"
+        )
+    click.echo(f"last successful refill: {detail['last_refill_success'] or 'never'}")
+    failed = detail["failed_lists"]
+    if not failed:
+        click.echo("failed lists: none")
+        return
+    click.echo(f"failed lists (newest {len(failed)}):")
+    for entry in failed:
+        click.echo(
+            f"  list {entry['list']} ({entry['mailing_list_id'] or 'never created'}, "
+            f"{entry['state']}) at {entry['at']}: {entry['error']}"
+        )
+
+
+def status_check(
+    app: App, pools: Mapping[str, PoolSettings], as_json: bool, max_intervals: int
+) -> None:
     """``status --check``: one line per problem; exit CHECK_FAILED_EXIT if there is any."""
     lp = app.linkpool
     findings = health.check(
         lp.store,
-        lp.pools,
+        pools,
         now=lp.clock.now(),
         refill_interval=intervals(app.settings)["refill"],
         max_intervals=max_intervals,
@@ -188,7 +312,7 @@ def status_check(app: App, as_json: bool, max_intervals: int) -> None:
         for finding in findings:
             click.echo(f"{finding.pool}: {finding.check}: {finding.message}")
     else:
-        click.echo(f"OK: {len(lp.pools)} pool(s) healthy")
+        click.echo(f"OK: {len(pools)} pool(s) healthy")
     if findings:
         click.get_current_context().exit(health.CHECK_FAILED_EXIT)
 

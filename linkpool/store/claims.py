@@ -108,6 +108,17 @@ class ClaimQueries(StoreBase):
             row = connection.execute(query).mappings().first()
         return ClaimRecord.from_row(row) if row is not None else None
 
+    def claims_of_recipient(self, pool: str, recipient: str) -> list[ClaimRecord]:
+        """Every claim of ``recipient`` in ``pool``, oldest first (an operator's lookup, not a
+        hot path: it reads the pool's claims without an index on the recipient)."""
+        query = (
+            sa.select(*CLAIM_COLUMNS)
+            .where(links.c.pool == pool, links.c.recipient == recipient)
+            .order_by(links.c.claimed_at, links.c.id)
+        )
+        with self.read() as connection:
+            return [ClaimRecord.from_row(row) for row in connection.execute(query).mappings()]
+
     def list_deleted_for_link(self, link_id: int) -> bool:
         """Whether the link's mailing list is deleted (or being deleted) on Qualtrics."""
         gone = (ListState.REAPING, ListState.DISTRIBUTION_DELETED, ListState.DELETED)

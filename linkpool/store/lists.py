@@ -45,6 +45,22 @@ class ListQueries(StoreBase):
             row = connection.execute(sa.select(lists).where(lists.c.id == list_id)).mappings()
             return ListRecord.from_row(row.one())
 
+    def recent_failures(self, pool: str, *, limit: int) -> list[ListRecord]:
+        """The pool's lists that failed (abandoned, whether gc reaped them yet or not), newest
+        first: what an operator reads to learn why a pool is low."""
+        query = (
+            sa.select(lists)
+            .where(
+                lists.c.pool == pool,
+                lists.c.last_error.is_not(None),
+                lists.c.state != ListState.READY,
+            )
+            .order_by(lists.c.updated_at.desc(), lists.c.id.desc())
+            .limit(limit)
+        )
+        with self.read() as connection:
+            return [ListRecord.from_row(row) for row in connection.execute(query).mappings()]
+
     def lists_in_states(self, states: Iterable[str], pool: str | None = None) -> list[ListRecord]:
         wanted = list(states)
         query = sa.select(lists).where(lists.c.state.in_(wanted)).order_by(lists.c.id)
