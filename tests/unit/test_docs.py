@@ -50,3 +50,30 @@ def test_index_links_every_page() -> None:
     for page in DOCS.glob("*.md"):
         if page.name != "index.md":
             assert f"]({page.name}" in index, page.name
+
+
+def test_the_quickstarts_token_file_reaches_linkpool_through_the_cron_example(
+    tmp_path: Path,
+) -> None:
+    """The token.env format the quickstart gives, loaded the way crontab.example loads it,
+    must put the token in the environment of the command cron starts (issue 11 point 13)."""
+    import subprocess
+
+    quickstart = (DOCS / "quickstart.md").read_text(encoding="utf-8")
+    assert "`QUALTRICS_API_TOKEN=…` in `/etc/linkpool/token.env`" in quickstart
+    token_file = tmp_path / "token.env"
+    token_file.write_text("QUALTRICS_API_TOKEN=tok-from-file\n", encoding="utf-8")
+    crontab = (DOCS.parent / "config" / "crontab.example").read_text(encoding="utf-8")
+    jobs = [line for line in crontab.splitlines() if "$LP " in line and not line.startswith("#")]
+    assert len(jobs) == 3
+    for job in jobs:
+        command = job.split(None, 5)[5]  # after the five schedule fields
+        loader = command[: command.index("$LP")].replace("/etc/linkpool/token.env", str(token_file))
+        shown = subprocess.run(
+            ["/bin/sh", "-c", f"{loader} env"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert "QUALTRICS_API_TOKEN=tok-from-file" in shown.stdout.splitlines()
