@@ -20,10 +20,11 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
 from sqlalchemy.engine import Connection, Engine
 
 from linkpool.config import database_url_problem, normalize_database_url
-from linkpool.errors import DatabaseError, DuplicateRecord, SchemaNotMigrated
+from linkpool.errors import ConfigError, DatabaseError, DuplicateRecord, SchemaNotMigrated
 
 
 def _migrations_dir() -> Path:
@@ -164,9 +165,35 @@ def alembic_config(engine: Engine | None = None) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest)."""
+    """Bring the database to ``revision`` (default: the newest). ConfigError for a revision
+    this linkpool does not have; DatabaseError for a database newer than this linkpool."""
+    if revision != "head" and not _known_revision(revision):
+        raise ConfigError(
+            f"unknown revision {revision!r}: this linkpool's revisions end at "
+            f"{head_revision()} (give one of them, or leave --revision out for the newest)"
+        )
+    check_not_newer(engine)
     with translate_errors():
         alembic_command.upgrade(alembic_config(engine), revision)
+
+
+def _known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except AlembicError:
+        return False
+
+
+def check_not_newer(engine: Engine) -> None:
+    """DatabaseError when the database was migrated by a newer linkpool: "run db upgrade"
+    would not help, and this version must not write to a schema it does not know."""
+    current = current_revision(engine)
+    if current is not None and not _known_revision(current):
+        raise DatabaseError(
+            f"this database is newer than this linkpool: it is at revision {current!r}, and "
+            f"this version knows revisions up to {head_revision()}; upgrade linkpool (or use "
+            "the version that migrated it)"
+        )
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -184,6 +211,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def check_migrated(engine: Engine) -> None:
-    """Raise SchemaNotMigrated unless the database is at the newest migration."""
+    """Raise SchemaNotMigrated unless the database is at the newest migration (and
+    DatabaseError, saying so, when it is at one newer than this linkpool)."""
+    check_not_newer(engine)
     if current_revision(engine) != head_revision():
         raise SchemaNotMigrated()

@@ -42,7 +42,8 @@ class LinkPoolError(Exception):
     exit_code: ClassVar[int] = 1
 
     def __init__(self, message: str | None = None, **context: Any) -> None:
-        self.message = message or (self.__doc__ or "").strip()
+        # A docstring wrapped over lines is still one line of message.
+        self.message = message or " ".join((self.__doc__ or "").split())
         self.context = context
         super().__init__(self.message)
 

@@ -106,6 +106,9 @@ def export_to_file(
         with handle:
             count = write_claims(store, pool, cast(TextIO, handle), fmt, since, answered=answered)
         os.replace(handle.name, path)
+    except OSError as exc:  # a full disk, a quota: nothing is left behind
+        os.unlink(handle.name)
+        raise LinkPoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         os.unlink(handle.name)
         raise

@@ -31,7 +31,7 @@ from linkpool.cli.app import (
 from linkpool.config import PoolSettings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
-from linkpool.errors import InvalidClaim, LeaseHeld
+from linkpool.errors import InvalidClaim, LeaseHeld, LinkPoolError
 from linkpool.export import FORMATS, export_to_file, write_claims
 from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
@@ -342,7 +342,13 @@ def export(
     lp.pool(pool)
     start = None if since is None else parse_instant(since, now=app.clock.now(), option="--since")
     if output is None:
-        write_claims(lp.store, pool, sys.stdout, fmt, start, answered=answered)
+        try:
+            write_claims(lp.store, pool, sys.stdout, fmt, start, answered=answered)
+            sys.stdout.flush()
+        except OSError as exc:  # a full disk or a closed pipe behind stdout
+            raise LinkPoolError(
+                f"cannot write the export to stdout: {exc.strerror or exc}"
+            ) from None
         return
     count = export_to_file(lp.store, pool, output, fmt, start, answered=answered)
     click.echo(f"exported {count} claim(s) of pool {pool!r} to {output}", err=True)
@@ -640,7 +646,7 @@ def responses_command(ctx: click.Context, pool_name: str | None, as_json: bool) 
 
 @click.command("simulator")
 @click.option("--host", help="The address to listen on (default: loopback).")
-@click.option("--port", type=int, help="The port to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), help="The port to listen on (0: any free).")
 @click.option("--token", help="The token it accepts (printed at start if it is the default).")
 @click.option("--survey", "surveys", multiple=True, help="An active survey id (repeatable).")
 @click.option("--directory-id", help="The XM directory it holds (printed at start).")
@@ -718,7 +724,11 @@ def simulator_command(
         fidelity=fidelity,
     )
     simulator.faults = faults
-    run_server(simulator, **_given(host=host, port=port), echo=click.echo)
+    try:
+        run_server(simulator, **_given(host=host, port=port), echo=click.echo)
+    except OSError as exc:  # the port in use, an address not of this host
+        where = f"{host or 'loopback'}:{port if port is not None else 'default port'}"
+        raise LinkPoolError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def _given(**options: Any) -> dict[str, Any]:

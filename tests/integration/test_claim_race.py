@@ -135,3 +135,31 @@ def test_postgres_never_sees_a_nul_it_refuses(
         else:
             with pytest.raises(InvalidClaim, match="control character"):
                 lp.claim("nul", **call)  # type: ignore[arg-type]
+
+
+def test_a_link_url_stored_twice_on_postgres_is_one_line_without_the_url(pg_store) -> None:
+    """PostgreSQL's unique violation carries `DETAIL: Key (url)=(…)`: the URL, a bearer
+    credential, must not reach the error (issue 11 point 10)."""
+    from dataclasses import replace
+
+    from linkpool.errors import DuplicateRecord
+    from linkpool.models import ListState
+    from linkpool.store import NewLink
+
+    now, expires = START, START + timedelta(days=30)
+    url = "https://sim1.qualtrics.com/jfe/form/SV_x?Q_DL=secret-dl-1&Q_CHL=gl"
+    link = NewLink(
+        ext_ref="a#0", contact_id="CID_a0", contact_lookup_id="CGC_a0", url=url, expires_at=expires
+    )
+    first = pg_store.create_list(pool="dup", survey_id=SURVEY_ID, name="lp/dup/1", size=1, now=now)
+    second = pg_store.create_list(pool="dup", survey_id=SURVEY_ID, name="lp/dup/2", size=1, now=now)
+    for list_id in (first, second):
+        pg_store.update_list(list_id, now=now, state=ListState.DISTRIBUTED, expires_at=expires)
+    assert pg_store.finish_list(first, "dup", [link], now=now, shortfall=0)
+
+    with pytest.raises(DuplicateRecord) as excinfo:
+        pg_store.finish_list(second, "dup", [replace(link, ext_ref="b#0")], now=now, shortfall=0)
+
+    message = str(excinfo.value)
+    assert "secret-dl-1" not in message and "DETAIL" not in message
+    assert len(message.splitlines()) == 1

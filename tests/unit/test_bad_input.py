@@ -471,3 +471,89 @@ def test_a_pool_level_refill_error_keeps_the_claimable_figure(
     assert (pool["claimable_before"], pool["claimable_after"]) == (5, 5)
     assert pool["errors"] == ["RuntimeError: provisioning broke"]
     assert result.stderr == ""  # with --json the report carries it; no log line besides
+
+
+# --- others (issue 11 point 10) -------------------------------------------------------------
+
+
+def test_db_upgrade_to_a_revision_that_does_not_exist_exits_2(run, sqlite_url: str) -> None:
+    line = assert_one_clean_line(run("db", "upgrade", "--revision", "bogus"), 2)
+
+    assert "unknown revision 'bogus'" in line
+
+
+@pytest.mark.parametrize(
+    "command", [("db", "upgrade"), ("status",), ("claim", "nps", "--recipient", "a")]
+)
+def test_a_database_newer_than_this_linkpool_says_so(
+    run, sqlite_url: str, command: tuple[str, ...]
+) -> None:
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+
+    line = assert_one_clean_line(run(*command), 1)
+
+    assert "this database is newer than this linkpool" in line
+    assert "db upgrade" not in line
+
+
+def test_export_to_a_full_disk_exits_1_and_leaves_no_file(
+    run, store: Store, seed: SeedLinks, clock: ManualClock, tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+
+    seed(store, "nps", 2, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
+    assert run("claim", "nps", "--recipient", "cust-1").exit_code == 0
+
+    def full(store: Store, pool: str, stream, fmt: str) -> int:
+        stream.write("claimed_at,recipient\n")  # part of it got written before the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("linkpool.export.write_claims", full)
+    target = tmp_path / "out" / "claims.csv"
+    target.parent.mkdir()
+
+    line = assert_one_clean_line(run("export", "nps", "--output", str(target)), 1)
+
+    assert f"cannot write {target}: No space left on device" in line
+    assert list(target.parent.iterdir()) == []
+
+
+def test_export_to_a_full_stdout_exits_1(
+    run, store: Store, seed: SeedLinks, clock: ManualClock, monkeypatch
+) -> None:
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("linkpool.cli.write_claims", full)
+
+    line = assert_one_clean_line(run("export", "nps"), 1)
+
+    assert "cannot write the export to stdout: No space left on device" in line
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_simulator_on_a_port_out_of_range_is_a_usage_error(port: str) -> None:
+    result = CliRunner().invoke(main, ["simulator", "--port", port])
+
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "0<=x<=65535" in result.output
+
+
+def test_simulator_on_a_port_in_use_exits_1_with_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = CliRunner().invoke(main, ["simulator", "--port", str(port)])
+
+    line = assert_one_clean_line(result, 1)
+    assert f"cannot listen on loopback:{port}" in line

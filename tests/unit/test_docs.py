@@ -77,3 +77,13 @@ def test_the_quickstarts_token_file_reaches_linkpool_through_the_cron_example(
             env={"PATH": "/usr/bin:/bin"},
         )
         assert "QUALTRICS_API_TOKEN=tok-from-file" in shown.stdout.splitlines()
+
+
+@pytest.mark.parametrize("error", error_classes(), ids=lambda error: error.__name__)
+def test_every_error_message_is_one_line(error: type[errors.LinkPoolError]) -> None:
+    """The CLI prints an error as one line: a docstring wrapped over lines must not become two."""
+    try:
+        instance = error()
+    except TypeError:  # needs arguments: its message is built from them, on one line
+        return
+    assert "\n" not in str(instance)
