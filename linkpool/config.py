@@ -37,6 +37,9 @@ DEFAULT_LIST_PREFIX = "linkpool"
 MAX_LIST_SIZE = 10_000
 """Qualtrics imports at most 10,000 contacts at a time."""
 MAX_TARGET_AVAILABLE = 1_000_000
+MAX_LISTS_AT_TARGET = 1_000
+"""A pool's stock at target may fill this many lists: a tenth of the directory's 10,000-list
+listing cap, leaving room for claimed lists awaiting expiry, other pools and other tools."""
 """A thousand lists of a thousand: more than any pool needs, far below the directory's ceiling."""
 MAX_DURATION = timedelta(days=3650)
 """No duration in linkpool means more than ten years; longer ones overflow dates and timeouts."""
@@ -583,6 +586,14 @@ class PoolSettings:
     def _rules(self) -> Iterator[tuple[str, str]]:
         if self.low_water > self.target_available:
             yield "low_water", "must not exceed target_available"
+        lists_at_target = -(-self.target_available // self.list_size)
+        if lists_at_target > MAX_LISTS_AT_TARGET:
+            yield (
+                "target_available",
+                f"needs {lists_at_target:,} lists of {self.list_size} to hold: more than "
+                f"{MAX_LISTS_AT_TARGET:,}, a tenth of the 10,000 lists a directory can list "
+                "(raise list_size or lower target_available)",
+            )
         if self.enriches_responses and isinstance(self.embedded_data, Mapping):
             for name, value in self.embedded_data.items():
                 if isinstance(value, str) and len(value) > MAX_RESPONSE_VALUE:

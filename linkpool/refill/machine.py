@@ -259,7 +259,12 @@ class PoolRefill:
 
     def _resume(self, unfinished: list[ListRecord]) -> None:
         """Settle the distributions whose POST may have taken effect, then drive every list on
-        (a list whose create may have taken effect is settled by its ``creating`` step)."""
+        (a list whose create may have taken effect is settled by its ``creating`` step).
+        Planned rows (nothing sent for them yet) the pool's settings no longer need are dropped."""
+        dropped = self._drop_unneeded_plans(
+            [row for row in unfinished if row.state == ListState.PLANNED], unfinished
+        )
+        unfinished = [row for row in unfinished if row.id not in dropped]
         imported = [row for row in unfinished if row.state == ListState.IMPORTED]
         for survey_id in sorted({row.survey_id for row in imported}):
             rows = [row for row in imported if row.survey_id == survey_id]
@@ -267,7 +272,40 @@ class PoolRefill:
             for row in rows:
                 if row.name in found:
                     self._advance(row, ListState.DISTRIBUTED, distribution_id=found[row.name])
-        self._provision_all([row.id for row in unfinished])
+        if unfinished:
+            self._provision_all([row.id for row in unfinished])
+
+    def _drop_unneeded_plans(
+        self, untouched: list[ListRecord], unfinished: list[ListRecord]
+    ) -> set[int]:
+        """Planned rows (nothing was sent to Qualtrics for them), beyond what the pool's
+        current settings need (a target since lowered, a runaway plan) or of another survey or
+        list size, are marked failed instead of provisioned. Returns their ids."""
+        untouched_ids = {row.id for row in untouched}
+        coming = sum(row.size for row in unfinished if row.id not in untouched_ids)
+        wanted = min(
+            lists_to_target(self.pool, self._claimable() + coming),
+            self.ctx.bounds.max_lists_per_run,
+        )
+        fitting = [
+            row.id
+            for row in untouched
+            if row.survey_id == self.pool.survey_id and row.size == self.pool.list_size
+        ]
+        dropped = untouched_ids - set(fitting[:wanted])
+        if dropped:
+            self.store.drop_planned_lists(
+                sorted(dropped),
+                now=self.clock.now(),
+                reason="planned but no longer needed by the pool's settings (target, list size "
+                "or survey changed since): dropped before anything was created",
+            )
+            logger.warning(
+                "refill %s: dropped %d planned list(s) the current settings do not need",
+                self.pool.name,
+                len(dropped),
+            )
+        return dropped
 
     def _settle_create(self, row: ListRecord) -> None:
         """A create that was sent and never answered: carry on with the list of its name, or
@@ -418,7 +456,7 @@ class PoolRefill:
                 raise CannotComplete(
                     f"an import got no answer and the list holds {count} of {wanted} contacts"
                 )
-            self.clock.sleep(min(delay, remaining))
+            pause(self.clock, min(delay, remaining), self.ctx.stop)
             delay = min(delay * 2, LINKS_MAX_DELAY)
             self._between_steps()
 

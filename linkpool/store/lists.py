@@ -16,6 +16,9 @@ from linkpool.store.base import StoreBase
 from linkpool.store.predicates import list_not_deleted
 from linkpool.store.records import ListRecord, NewLink
 
+DROP_CHUNK = 500
+"""Rows per UPDATE when dropping planned lists (under every driver's parameter limit)."""
+
 
 class ListQueries(StoreBase):
     # --- provisioning (refill writes them; tests seed through them) -------------------------
@@ -44,6 +47,18 @@ class ListQueries(StoreBase):
         with self.read() as connection:
             row = connection.execute(sa.select(lists).where(lists.c.id == list_id)).mappings()
             return ListRecord.from_row(row.one())
+
+    def drop_planned_lists(self, list_ids: Sequence[int], *, now: datetime, reason: str) -> None:
+        """Mark still-``planned`` lists failed with ``reason`` (gc then reaps their rows,
+        looking each up by name in case its create did go through)."""
+        for start in range(0, len(list_ids), DROP_CHUNK):
+            chunk = list(list_ids[start : start + DROP_CHUNK])
+            with self.write() as connection:
+                connection.execute(
+                    sa.update(lists)
+                    .where(lists.c.id.in_(chunk), lists.c.state == ListState.PLANNED)
+                    .values(state=ListState.FAILED, last_error=reason, updated_at=now)
+                )
 
     def recent_failures(self, pool: str, *, limit: int) -> list[ListRecord]:
         """The pool's lists that failed (abandoned, whether gc reaped them yet or not), newest
