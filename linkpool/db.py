@@ -80,6 +80,40 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         ) from None
 
 
+class DatabaseFileWatch:
+    """Notices a SQLite database file deleted or replaced under a long-running process.
+
+    SQLite keeps writing to the file it opened even once it is unlinked, so a daemon whose file
+    was deleted (or swapped for a fresh one) would go on provisioning lists into a ledger no one
+    else reads: they would be orphans of the new file. ``check`` compares the file's identity
+    (device and inode) with the one it had when the watch began. PostgreSQL: nothing to watch.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        self.path: Path | None = None if in_memory else Path(str(database)).resolve()
+        self.identity = _file_identity(self.path) if self.path is not None else None
+
+    def check(self) -> None:
+        """DatabaseError if the file vanished or is another file now."""
+        if self.path is None or _file_identity(self.path) == self.identity:
+            return
+        raise DatabaseError(
+            f"the SQLite database {self.path} was deleted or replaced while linkpool ran: "
+            "stopping, so that nothing more is written to a ledger no one reads; restore the "
+            "file (or point [database] url at the new one) and start again"
+        )
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def _password_out_of_query(url: sa.engine.URL) -> sa.engine.URL:
     """``?password=…`` moved to the URL's password, which every repr and log masks (the
     query's wins, as it would in the driver's connection arguments)."""

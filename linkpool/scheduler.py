@@ -29,7 +29,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, format_duration
-from linkpool.db import check_migrated, create_engine
+from linkpool.db import DatabaseFileWatch, check_migrated, create_engine
 from linkpool.errors import (
     AuthError,
     ConfigError,
@@ -234,6 +234,10 @@ def build_scheduler(
     return scheduler
 
 
+FILE_CHECK_SECONDS = 1.0
+"""How often the daemon checks that its SQLite file was not deleted or replaced (one stat)."""
+
+
 def check_qualtrics_at_start(client: QualtricsClient) -> None:
     """Say at start whether Qualtrics accepts us. A refused token or a wrong directory is a
     setting to fix: raised, the daemon does not start. Qualtrics being down or slow is not:
@@ -273,8 +277,19 @@ def run_daemon(
     stop_metrics = None
     if metrics_port is not None:
         stop_metrics = serve_metrics(daemon, client, metrics_host, metrics_port)
-    executor = ThreadPoolExecutor(max_workers=len(daemon.jobs) + 1)
+    executor = ThreadPoolExecutor(max_workers=len(daemon.jobs) + 2)
     scheduler = build_scheduler(daemon, every, executor)
+    stopped_by: list[LinkPoolError] = []
+
+    def stop_on(error: LinkPoolError) -> None:
+        if daemon.stop_event.is_set():
+            return  # stopping already (a signal)
+        logger.error("%s", error)
+        stopped_by.append(error)
+        daemon.stop()
+        scheduler.shutdown(wait=False)
+
+    watch_database_file(scheduler, DatabaseFileWatch(engine), stop_on)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -296,12 +311,33 @@ def run_daemon(
         executor.shutdown(wait=True)  # let running jobs finish
         if stop_metrics is not None:
             stop_metrics()
-        daemon.close()
+        if not stopped_by:  # the leader lease is in the lost file: touching it would make a new one
+            daemon.close()
         client.close()
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logger.info("linkpool daemon stopped")
+    if stopped_by:
+        raise stopped_by[0]
+
+
+def watch_database_file(
+    scheduler: BlockingScheduler,
+    watch: DatabaseFileWatch,
+    stop_on: Callable[[LinkPoolError], None],
+) -> None:
+    """Every second, check that the SQLite file is still the one opened; else stop."""
+    if watch.path is None:
+        return
+
+    def check() -> None:
+        try:
+            watch.check()
+        except DatabaseError as exc:
+            stop_on(exc)
+
+    scheduler.add_job(check, "interval", seconds=FILE_CHECK_SECONDS, id="database-file")
 
 
 def serve_metrics(

@@ -134,3 +134,26 @@ def test_a_standby_daemon_says_it_follows_and_who_leads(
         codes = [stop(process) for process in (standby, leader) if process is not None]
     assert holder in line
     assert codes == [0, 0]
+
+
+def test_a_daemon_whose_sqlite_file_is_deleted_stops_with_one_line(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    """Issue 11 point 5: it must not go on provisioning into a ledger no one reads."""
+    config, url = configured(tmp_path, simulator)
+    log = tmp_path / "daemon.log"
+    daemon = start_cli(config, "run", log=log)
+    wait_until(lambda: "leader" in leases(url), what="the daemon to lead", timeout=60)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tmp_path / 'linkpool.db'}{suffix}").unlink(missing_ok=True)
+
+    try:
+        exit_code = daemon.wait(timeout=30)
+    finally:
+        stop(daemon)
+
+    output = log.read_text()
+    assert exit_code == 1, output
+    assert "Traceback" not in output
+    assert output.count("was deleted or replaced while linkpool ran") == 2  # logged; the error
+    assert output.rstrip().splitlines()[-1].startswith("linkpool: error: the SQLite database")
