@@ -322,9 +322,24 @@ class _Reaper:
 
     def purge_contacts(self, row: ListRecord) -> None:
         """Remove the list's placeholders from the directory (one rate-limited call each)."""
-        for contact_id in self.store.placeholder_contact_ids(row.id):
+        known = self.store.placeholder_contact_ids(row.id)
+        if not known:
+            self.purge_unrecorded_contacts(row)
+            return
+        for contact_id in known:
             _delete(self.client.delete_directory_contact, contact_id)  # guarded by the lease
             self.report.contacts_purged += 1
+
+    def purge_unrecorded_contacts(self, row: ListRecord) -> None:
+        """A list abandoned before its links were stored: its contacts are known only to its
+        mailing list on Qualtrics, read there before the list is deleted."""
+        mailing_list_id = row.mailing_list_id or self.directory().get(row.name)
+        if mailing_list_id is None:
+            return
+        try:
+            self.report.contacts_purged += self.client.purge_list_contacts(mailing_list_id)
+        except NotFound:
+            pass  # the list is gone, and with it the way to its contacts
 
     # --- finding what a lost answer left unrecorded ---------------------------------------
 

@@ -461,6 +461,22 @@ class QualtricsClient:
         """Delete a contact from the directory itself."""
         self._call(api.DELETE_DIRECTORY_CONTACT, {"contactId": contact_id})
 
+    def purge_list_contacts(self, mailing_list_id: str) -> int:
+        """Delete every contact of a mailing list from the directory (the list stays): for a
+        list whose contacts linkpool never recorded (abandoned before its links were stored),
+        the list is the only way to find them. Read whole before deleting, so that paging is
+        not disturbed. Returns how many were deleted."""
+        contact_ids = [
+            str(element.get("contactId") or element["id"])  # documented as contactId
+            for element in self.iter_contacts(mailing_list_id)
+        ]
+        for contact_id in contact_ids:
+            try:
+                self.delete_directory_contact(contact_id)
+            except NotFound:
+                pass  # gone already
+        return len(contact_ids)
+
     def start_import(self, mailing_list_id: str, contacts: list[dict[str, Any]]) -> ImportJob:
         """Start a bulk import of ``contacts`` into a list (at most 10,000 and 5 MB)."""
         ids = {"mailingListId": mailing_list_id}

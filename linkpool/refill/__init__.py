@@ -112,6 +112,7 @@ def refill(
         stop=stop or threading.Event(),
         bounds=settings.refill,
         ceiling=ListCeiling(client, qualtrics.list_headroom),
+        purge_contacts=settings.gc.purge_contacts,
     )
     with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="refill") as executor:
         futures = [executor.submit(PoolRefill(run, settings).run) for settings in pools]

@@ -96,6 +96,8 @@ class RefillRun:
     stop: threading.Event
     bounds: RefillSettings
     ceiling: ListCeiling
+    purge_contacts: bool = False
+    """``[gc] purge_contacts``: an abandoned list's contacts leave the directory with it."""
 
 
 class PoolRefill:
@@ -591,6 +593,16 @@ class PoolRefill:
         self._error(error, list_id)
 
     def _delete_on_qualtrics(self, row: ListRecord) -> bool:
+        if self.ctx.purge_contacts and row.mailing_list_id is not None:
+            try:  # before the list goes: it is the only record of these contacts
+                self.client.purge_list_contacts(row.mailing_list_id)
+            except NotFound:
+                pass  # the list is gone already
+            except QualtricsError as exc:
+                logger.warning(
+                    "refill %s: list %d's contacts stay for gc: %s", row.pool, row.id, exc
+                )
+                return False  # keep the list, so gc can still find its contacts
         deletions = (
             (self.client.delete_distribution, row.distribution_id),
             (self.client.delete_mailing_list, row.mailing_list_id),

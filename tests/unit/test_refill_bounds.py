@@ -5,14 +5,16 @@ are dropped once the configuration is corrected, and settings no real pool needs
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from linkpool.clock import ManualClock
-from linkpool.config import PoolSettings
+from linkpool.config import GcSettings, PoolSettings
 from linkpool.errors import ConfigError
+from linkpool.gc import collect
 from linkpool.models import ListState, lists
 from linkpool.qualtrics.client import QualtricsClient
 from linkpool.refill import refill
@@ -97,3 +99,52 @@ def test_a_pool_that_needs_more_lists_than_a_directory_holds_is_refused() -> Non
             link_ttl=timedelta(days=30),
             min_remaining=timedelta(days=1),
         )
+
+
+def live_contacts(sim: Simulator) -> int:
+    return sum(1 for contact in sim.brand.contacts.values() if not contact.deleted)
+
+
+def test_a_refused_survey_leaves_no_placeholder_contacts_with_purge_contacts(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    """Issue 11 point 4: each refill imported list_size contacts, the distribution was then
+    refused, and the contacts stayed in the directory for good."""
+    sim.add_survey("SV_Inactive000001", active=False)
+    pool = pool_settings(survey_id="SV_Inactive000001")
+    settings = replace(make_settings(sim, pool), gc=GcSettings(purge_contacts=True))
+
+    for _ in range(3):
+        report = refill(settings, client, store, clock).pools[0]
+        assert report.failed
+
+    assert sim.mailing_lists() == {}
+    assert live_contacts(sim) == 0
+
+
+def test_gc_purges_the_contacts_of_an_abandoned_list_it_deletes(
+    sim: Simulator, client: QualtricsClient, store: Store, clock: ManualClock
+) -> None:
+    """A list abandoned before its links were stored: its contacts are known only to Qualtrics."""
+    pool = pool_settings()
+    mailing_list_id = client.create_mailing_list("linkpool/nps/abandoned")
+    job = client.start_import(mailing_list_id, [{"extRef": f"slot-{n}"} for n in range(4)])
+    client.wait_for_import(mailing_list_id, job.id)
+    list_id = store.create_list(
+        pool="nps", survey_id=SURVEY, name="linkpool/nps/abandoned", size=4, now=clock.now()
+    )
+    store.update_list(
+        list_id,
+        now=clock.now(),
+        state=ListState.FAILED,
+        mailing_list_id=mailing_list_id,
+        last_error="refused",
+    )
+    assert live_contacts(sim) == 4
+    settings = replace(make_settings(sim, pool), gc=GcSettings(purge_contacts=True))
+
+    report = collect(settings, client, store, clock)
+
+    assert report.contacts_purged == 4
+    assert live_contacts(sim) == 0
+    assert sim.mailing_lists() == {}
