@@ -28,6 +28,7 @@ from linkpool.cli.app import (
     format_table,
     pass_app,
 )
+from linkpool.clock import Clock
 from linkpool.config import PoolSettings
 from linkpool.db import create_engine, current_revision, head_revision, upgrade
 from linkpool.doctor import diagnose
@@ -37,12 +38,13 @@ from linkpool.forget import forget as forget_recipient
 from linkpool.gc import GcReport, collect, delete_orphans, find_orphans
 from linkpool.jobs import intervals
 from linkpool.pool import LinkPool
-from linkpool.qualtrics.client import QualtricsClient
+from linkpool.qualtrics.client import TRANSIENT_ERRORS, QualtricsClient
 from linkpool.refill import Progress, RefillReport, refill_lease_name
 from linkpool.refill import refill as refill_pools
 from linkpool.responses import track_responses
 from linkpool.scheduler import run_daemon
 from linkpool.status import pool_detail, pools_report
+from linkpool.store import Store
 from linkpool.sync import sync as sync_write_backs
 from linkpool.timespec import parse_instant
 
@@ -432,6 +434,18 @@ def check_access(client: QualtricsClient) -> None:
     client.check_access()
 
 
+def check_access_unless_due(client: QualtricsClient, store: Store, clock: Clock) -> None:
+    """sync's check: a refused token or unknown directory fails at once; so does Qualtrics
+    being down when nothing is due (else the run would say "wrote 0" and exit 0). With
+    write-backs due, an outage lets the run go on: each is rescheduled and the report says so
+    (``retrying``)."""
+    try:
+        check_access(client)
+    except TRANSIENT_ERRORS:
+        if not store.due_writebacks(now=clock.now(), limit=1):
+            raise
+
+
 @click.command("gc")
 @click.option(
     "--dry-run", is_flag=True, help="Show what would be deleted and voided; change nothing."
@@ -562,7 +576,7 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
     app = current_app(ctx)
     store = app.linkpool.store
     with qualtrics_client(app) as client, StopOnSignal() as stopping:
-        check_access(client)
+        check_access_unless_due(client, store, app.clock)
         client.stop_when(stopping.event)
         try:
             report = sync_write_backs(
