@@ -133,7 +133,7 @@ def test_postgres_never_sees_a_nul_it_refuses(
         if "data" in arguments:
             assert lp.claim("nul", **call).data == arguments["data"]  # type: ignore[arg-type]
         else:
-            with pytest.raises(InvalidClaim, match="control character"):
+            with pytest.raises(InvalidClaim, match="NUL character"):
                 lp.claim("nul", **call)  # type: ignore[arg-type]
 
 

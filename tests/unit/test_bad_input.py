@@ -372,7 +372,7 @@ def test_claim_text_a_database_cannot_store_exits_2_claiming_nothing(
 
     line = assert_one_clean_line(run(*args), 2)
 
-    assert "control character" in line or "not valid Unicode" in line
+    assert "NUL character" in line or "not valid Unicode" in line
     assert store.counts("nps", clock.now(), timedelta(0)).claimed == 0
 
 
@@ -507,7 +507,7 @@ def test_export_to_a_full_disk_exits_1_and_leaves_no_file(
     seed(store, "nps", 2, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
     assert run("claim", "nps", "--recipient", "cust-1").exit_code == 0
 
-    def full(store: Store, pool: str, stream, fmt: str) -> int:
+    def full(store: Store, pool: str, stream, fmt: str, since=None) -> int:
         stream.write("claimed_at,recipient\n")  # part of it got written before the disk filled
         raise OSError(errno.ENOSPC, "No space left on device")
 
