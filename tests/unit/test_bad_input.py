@@ -507,7 +507,7 @@ def test_export_to_a_full_disk_exits_1_and_leaves_no_file(
     seed(store, "nps", 2, now=clock.now(), expires_at=clock.now() + timedelta(days=30))
     assert run("claim", "nps", "--recipient", "cust-1").exit_code == 0
 
-    def full(store: Store, pool: str, stream, fmt: str, since=None) -> int:
+    def full(store: Store, pool: str, stream, fmt: str, *filters, **more_filters) -> int:
         stream.write("claimed_at,recipient\n")  # part of it got written before the disk filled
         raise OSError(errno.ENOSPC, "No space left on device")
 
