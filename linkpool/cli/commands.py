@@ -488,6 +488,8 @@ def gc_command(
         echo_json(report.to_dict())
     else:
         print_gc_report(report)
+    for error in report.errors:  # once each, on stderr, with --json too
+        click.echo(f"linkpool: gc: {error}", err=True)
     stopping.exit_if_stopped(ctx)
     if report.errors:
         ctx.exit(EXIT_FAILURE)
@@ -512,8 +514,6 @@ def print_gc_report(report: GcReport) -> None:
         ]
         headers = ("list", "pool", "mailing list", "distribution", "reason")
         click.echo(format_table(headers, rows))
-    for error in report.errors:
-        click.echo(f"linkpool: gc: {error}", err=True)
 
 
 def gc_orphans(
@@ -592,8 +592,8 @@ def sync_command(ctx: click.Context, as_json: bool, retry_failed: bool) -> None:
         click.echo(
             f"wrote {report.written}, retrying {report.retrying}, gave up {report.failed}{requeued}"
         )
-        for error in report.errors:
-            click.echo(f"linkpool: sync: {error}", err=True)
+    for error in report.errors:  # once each, on stderr, with --json too
+        click.echo(f"linkpool: sync: {error}", err=True)
     stopping.exit_if_stopped(ctx)
     if report.failed:
         ctx.exit(EXIT_FAILURE)
@@ -795,6 +795,7 @@ def refill_command(ctx: click.Context, pool_name: str | None, dry_run: bool, as_
             )
     if as_json:
         echo_json(report.to_dict())
+        print_refill_errors(report)
     else:
         print_refill_report(report)
     stopping.exit_if_stopped(ctx)
@@ -863,6 +864,11 @@ def print_refill_report(report: RefillReport) -> None:
         for p in report.pools
     ]
     click.echo(format_table(headers, rows))
+    print_refill_errors(report)
+
+
+def print_refill_errors(report: RefillReport) -> None:
+    """Each pool's errors, once each, on stderr (with --json too: the report is on stdout)."""
     for pool in report.pools:
         for error in pool.errors:
             click.echo(f"linkpool: refill: {pool.pool}: {error}", err=True)

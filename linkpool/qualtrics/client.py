@@ -765,6 +765,8 @@ class QualtricsClient:
         request = self._http.build_request(endpoint.method, url, json=json, params=params)
         try:
             response = self._http.send(request, stream=True)
+            if response.is_stream_consumed:  # a transport that answered with its body read
+                return response
             raw = self._read_within(response, self._clock.monotonic() + self._total_timeout)
             return httpx.Response(
                 response.status_code, headers=response.headers, content=raw, request=request
