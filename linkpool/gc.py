@@ -84,16 +84,6 @@ class GcReport(JobReport):
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
-    def figures(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "lists": [action.to_dict() for action in self.lists],
-            "lists_deleted": self.lists_deleted,
-            "links_voided": self.links_voided,
-            "contacts_purged": self.contacts_purged,
-            "errors": list(self.errors),
-        }
-
     def summary_parts(self) -> list[str]:
         return [
             f"lists deleted {self.lists_deleted}",
@@ -406,13 +396,6 @@ class OrphanReport(JobReport):
     deleted: int = 0
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "orphans": [orphan.to_dict() for orphan in self.orphans],
-            "deleted": self.deleted,
-            "errors": list(self.errors),
-        }
 
     def summary_parts(self) -> list[str]:
         return [f"{len(self.orphans)} orphan list(s)", f"deleted {self.deleted}"]

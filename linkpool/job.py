@@ -9,12 +9,13 @@ registry's business (``linkpool.jobs``).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from linkpool.clock import Clock
 from linkpool.config import Settings
@@ -38,16 +39,35 @@ class JobContext:
         return self.client
 
 
+def _plain(value: Any) -> Any:
+    """A figure as JSON: nested records by their ``to_dict()``, lists copied, times in seconds
+    to the millisecond."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
 class JobReport(ABC):
     """What one run of a job did. Subclasses (dataclasses) carry ``api_calls`` (by templated
-    endpoint) and ``errors``, and say which figures they have; the rest is written here once."""
+    endpoint) and ``errors``; their fields are their figures, and the rest is written here once."""
 
     api_calls: Counter[str]
     errors: list[str]
+    not_figures: tuple[str, ...] = ()
+    """Fields that are not entries of ``to_dict()`` (a pool report's name keys it instead)."""
 
-    @abstractmethod
     def figures(self) -> dict[str, Any]:
-        """The report's own entries of ``to_dict()`` (all but ``api_calls``)."""
+        """The report's own entries of ``to_dict()``: every field but ``api_calls`` and
+        ``not_figures``, in declaration order, as plain JSON values."""
+        return {
+            field.name: _plain(getattr(self, field.name))
+            for field in dataclasses.fields(cast(Any, self))
+            if field.name != "api_calls" and field.name not in self.not_figures
+        }
 
     @abstractmethod
     def summary_parts(self) -> list[str]:

@@ -68,16 +68,6 @@ class SyncReport(JobReport):
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
-    def figures(self) -> dict[str, Any]:
-        return {
-            "written": self.written,
-            "retrying": self.retrying,
-            "failed": self.failed,
-            "requeued": self.requeued,
-            "contacts_cleared": self.contacts_cleared,
-            "errors": list(self.errors),
-        }
-
     def summary_parts(self) -> list[str]:
         return [
             f"written {self.written}",

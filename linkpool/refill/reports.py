@@ -33,29 +33,11 @@ class PoolReport(JobReport):
     skipped: str | None = None
     stopped: bool = False
     """Asked to stop (a signal, the daemon's shutdown) before the pool was done."""
+    not_figures = ("pool",)
 
     @property
     def failed(self) -> bool:
         return self.has_errors
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "claimable_before": self.claimable_before,
-            "claimable_after": self.claimable_after,
-            "lists_resumed": self.lists_resumed,
-            "lists_planned": self.lists_planned,
-            "links_planned": self.links_planned,
-            "lists_created": self.lists_created,
-            "lists_ready": self.lists_ready,
-            "lists_failed": self.lists_failed,
-            "links_added": self.links_added,
-            "links_missing": self.links_missing,
-            "shortfall": self.shortfall,
-            "duration_s": round(self.duration_s, 3),
-            "errors": list(self.errors),
-            "skipped": self.skipped,
-            "stopped": self.stopped,
-        }
 
     def summary_parts(self) -> list[str]:
         if self.skipped:

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any
 
 from linkpool.clock import Clock
 from linkpool.config import PoolSettings, Settings
@@ -69,18 +68,6 @@ class ResponsesReport(JobReport):
     enrichment_failed: int = 0
     api_calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "responses_read": self.responses_read,
-            "answered": self.answered,
-            "unclaimed": self.unclaimed,
-            "foreign": self.foreign,
-            "enriched": self.enriched,
-            "enrichment_unknown": self.enrichment_unknown,
-            "enrichment_failed": self.enrichment_failed,
-            "errors": list(self.errors),
-        }
 
     def summary_parts(self) -> list[str]:
         return [
