@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from linkpool.models import Erasure, LinkStatus, ListState, WriteBack, links, lists
 from linkpool.store.base import StoreBase
 from linkpool.store.records import ErasedClaim, ErasureOutcome, ErasureRecord
+from linkpool.store.writebacks import record_attempts
 
 
 class ErasureQueries(StoreBase):
@@ -91,28 +92,8 @@ class ErasureQueries(StoreBase):
         """Store clearing outcomes in one transaction; only pending clearings change."""
         if not outcomes:
             return
-        statement = (
-            sa.update(links)
-            .where(links.c.id == sa.bindparam("b_link_id"), links.c.erasure == Erasure.PENDING)
-            .values(
-                erasure=sa.bindparam("b_state"),
-                erasure_attempts=sa.bindparam("b_attempts"),
-                erasure_due_at=sa.bindparam("b_due_at", type_=links.c.erasure_due_at.type),
-                erasure_error=sa.bindparam("b_error"),
-            )
-        )
-        rows = [
-            {
-                "b_link_id": outcome.link_id,
-                "b_state": outcome.state,
-                "b_attempts": outcome.attempts,
-                "b_due_at": outcome.due_at,
-                "b_error": outcome.error,
-            }
-            for outcome in outcomes
-        ]
         with self.write() as connection:
-            connection.execute(statement, rows)
+            record_attempts(connection, "erasure", Erasure.PENDING, outcomes)
 
 
 _ERASE = (

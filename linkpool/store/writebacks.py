@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from linkpool.models import WriteBack, links, lists
 from linkpool.store.base import StoreBase
-from linkpool.store.records import WriteBackOutcome, WriteBackRecord
+from linkpool.store.records import ErasureOutcome, WriteBackOutcome, WriteBackRecord
 
 
 class WriteBackQueries(StoreBase):
@@ -64,31 +65,8 @@ class WriteBackQueries(StoreBase):
         """Store many write-back outcomes in one transaction; only pending rows change."""
         if not outcomes:
             return
-        statement = (
-            sa.update(links)
-            .where(
-                links.c.id == sa.bindparam("b_link_id"),
-                links.c.writeback == WriteBack.PENDING,
-            )
-            .values(
-                writeback=sa.bindparam("b_state"),
-                writeback_attempts=sa.bindparam("b_attempts"),
-                writeback_due_at=sa.bindparam("b_due_at", type_=links.c.writeback_due_at.type),
-                writeback_error=sa.bindparam("b_error"),
-            )
-        )
-        rows = [
-            {
-                "b_link_id": outcome.link_id,
-                "b_state": outcome.state,
-                "b_attempts": outcome.attempts,
-                "b_due_at": outcome.due_at,
-                "b_error": outcome.error,
-            }
-            for outcome in outcomes
-        ]
         with self.write() as connection:
-            connection.execute(statement, rows)
+            record_attempts(connection, "writeback", WriteBack.PENDING, outcomes)
 
     def requeue_failed_writebacks(self, *, now: datetime) -> int:
         """Make every failed write-back pending again, with a fresh attempt budget."""
@@ -104,6 +82,42 @@ class WriteBackQueries(StoreBase):
         )
         with self.write() as connection:
             return int(connection.execute(statement).rowcount)
+
+
+def record_attempts(
+    connection: Connection,
+    prefix: str,
+    pending: str,
+    outcomes: Sequence[WriteBackOutcome | ErasureOutcome],
+) -> None:
+    """Store what attempts of one kind left (``writeback`` or ``erasure``: the columns
+    ``<prefix>``, ``<prefix>_attempts``, ``_due_at``, ``_error``); only pending ones change."""
+    column = links.c[prefix]
+    statement = (
+        sa.update(links)
+        .where(links.c.id == sa.bindparam("b_link_id"), column == pending)
+        .values(
+            {
+                prefix: sa.bindparam("b_state"),
+                f"{prefix}_attempts": sa.bindparam("b_attempts"),
+                f"{prefix}_due_at": sa.bindparam(
+                    "b_due_at", type_=links.c[f"{prefix}_due_at"].type
+                ),
+                f"{prefix}_error": sa.bindparam("b_error"),
+            }
+        )
+    )
+    rows = [
+        {
+            "b_link_id": outcome.link_id,
+            "b_state": outcome.state,
+            "b_attempts": outcome.attempts,
+            "b_due_at": outcome.due_at,
+            "b_error": outcome.error,
+        }
+        for outcome in outcomes
+    ]
+    connection.execute(statement, rows)
 
 
 __all__: list[str] = []  # internal: see linkpool.store.Store
