@@ -685,7 +685,8 @@ class PoolRefill:
 
 
 def _survey_refused(error: BadRequest | NotFound, survey_id: str) -> QualtricsError:
-    """A survey deactivated since the run's check: say which setting to fix."""
+    """The distribution refused a survey (deactivated since the run's check, or a resumed
+    list's that no check of this run asked about): say which setting to fix."""
     return with_message(
         error,
         f"Qualtrics refused to make links for survey {survey_id}: check the pool's survey_id "
