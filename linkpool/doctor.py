@@ -15,7 +15,7 @@ from typing import Any
 
 from linkpool.config import Settings
 from linkpool.errors import QualtricsError
-from linkpool.qualtrics.client import QualtricsClient, proxied_host
+from linkpool.qualtrics.client import QualtricsClient, proxied_host, survey_active
 from linkpool.qualtrics.endpoints import MAILING_LIST_LISTING_CAP
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -116,9 +116,10 @@ def _directory(client: QualtricsClient, headroom: int) -> Check:
 def _survey(client: QualtricsClient, name: str, survey_id: str) -> Check:
     survey = client.get_survey(survey_id)
     title = survey.get("name") or survey_id
-    if survey.get("isActive") is True:
+    active = survey_active(survey)
+    if active is True:
         return Check(name, OK, f"{survey_id} ({title}) reachable and active")
-    if survey.get("isActive") is False:
+    if active is False:
         return Check(
             name, FAIL, f"{survey_id} ({title}) is not active: Qualtrics makes no links for it"
         )

@@ -904,6 +904,13 @@ def proxied_host(notice: str) -> str | None:
     return match.group(1).rstrip(".") if match else None
 
 
+def survey_active(survey: Mapping[str, Any]) -> bool | None:
+    """Whether a ``get_survey`` answer says the survey takes distributions: its ``isActive``,
+    or None when Qualtrics did not say (absent, or not a boolean)."""
+    active = survey.get("isActive")
+    return active if isinstance(active, bool) else None
+
+
 _DOUBLED_SLASHES = re.compile(r"(?<!:)/{2,}")
 
 

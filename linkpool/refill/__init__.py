@@ -9,6 +9,12 @@ For each pool, under the lease ``refill:<pool>`` (so one process at a time works
    bounds (``[refill] max_lists_per_run``, ``max_calls_per_run``) are reached. A pool left
    below ``low_water`` is reported as an error (exit 1).
 
+Before a run creates its first mailing list for a survey, it asks Qualtrics about the survey
+once (``GET /surveys/{surveyId}``): one that is not found or not active fails the pool in one
+line (exit 1) and nothing is created for it (planned rows stay planned, other lists carry on);
+one whose ``isActive`` Qualtrics does not give is provisioned. A run that creates no list asks
+nothing.
+
 A list moves planned → creating → list_created → importing → imported → distributed → ready. Its row is
 written before and after every API call, so a run that dies anywhere leaves a row saying what may
 exist on Qualtrics, and the next run picks up from there:
@@ -36,8 +42,8 @@ A list's links become claimable only when the whole list is complete (``Store.fi
 abandoning an unfinished list never breaks a link that was handed out.
 
 The package, one concern a module: ``naming`` (list names, slot keys, the lease; gc reads them),
-``requests`` (the bodies sent), ``estimate`` (the low-water rule and the dry run), ``reports``,
-``failures`` and ``machine`` (the state machine). This module runs them and is the job.
+``requests`` (the bodies sent), ``estimate`` (the low-water rule and the dry run), ``survey``
+(the survey check), ``reports``, ``failures`` and ``machine`` (the state machine). This module runs them and is the job.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from linkpool.qualtrics.endpoints import (
     CREATE_DISTRIBUTION,
     CREATE_MAILING_LIST,
     GET_IMPORT,
+    GET_SURVEY,
     LIST_CONTACTS,
     LIST_LINKS,
     LIST_MAILING_LISTS,
@@ -60,6 +61,7 @@ def estimate_calls(pool: PoolSettings, lists: int) -> Counter[str]:
     }
     calls = Counter({endpoint.key: count * lists for endpoint, count in per_list.items()})
     calls[LIST_MAILING_LISTS.key] += 1  # the ceiling check: a page of 100 lists at least
+    calls[GET_SURVEY.key] += 1  # the survey check, once a run
     return calls
 
 

@@ -21,6 +21,10 @@ class ListTaken(LinkPoolError):
     """The list left the state this run expected (another job took it): leave it alone."""
 
 
+class SurveyRefused(LinkPoolError):
+    """Qualtrics makes no links for the pool's survey: no list is created for it this run."""
+
+
 PERMANENT = (BadRequest, NotFound, CannotComplete)
 """Errors after which a list is abandoned; any other error leaves it for the next run."""
 

@@ -39,11 +39,13 @@ from linkpool.refill.failures import (
     LeftForOperator,
     ListTaken,
     Stopped,
+    SurveyRefused,
 )
 from linkpool.refill.links import links_of, with_directory_contacts
 from linkpool.refill.naming import new_list_name, refill_lease_name, slot_key
 from linkpool.refill.reports import PoolReport
 from linkpool.refill.requests import import_batches, placeholder_contacts
+from linkpool.refill.survey import SurveyCheck, with_message
 from linkpool.store import ListRecord, NewLink, Store
 
 logger = logging.getLogger("linkpool.refill")
@@ -111,6 +113,7 @@ class PoolRefill:
         self.lease = Lease(run.store, refill_lease_name(pool.name), run.clock)
         self.store = run.store.fenced(self.lease.fence())  # no write once the lease is lost
         self.report = PoolReport(pool.name)
+        self.survey = SurveyCheck(run.client, on_refused=self._error)
         self.expected_links: dict[int, int] = {}
         self._lease_lost_reported = False
         self._lock = threading.Lock()
@@ -209,7 +212,10 @@ class PoolRefill:
             if count <= 0 or self._calls_used() >= self.ctx.bounds.max_calls_per_run:
                 return
             try:
+                self.survey.require_usable(self.pool.survey_id)
                 count = self.ctx.ceiling.reserve(count)
+            except SurveyRefused:
+                return  # the check reported it
             except NearListCeiling as exc:
                 self._error(exc)
                 return
@@ -369,6 +375,8 @@ class PoolRefill:
                 self._lease_lost(exc)
             except LeftForOperator as exc:
                 self._leave_for_operator(list_id, exc)
+            except SurveyRefused:  # the check reported it, once for the pool
+                logger.debug("refill %s: list %d stays planned", self.pool.name, list_id)
             except ListTaken:
                 logger.warning(
                     "refill %s: list %d was taken by another job", self.pool.name, list_id
@@ -398,6 +406,7 @@ class PoolRefill:
             row = self.store.get_list(list_id)
 
     def _create_list(self, row: ListRecord) -> None:
+        self.survey.require_usable(row.survey_id)  # asked once a run, before the first list
         self._advance(row, ListState.CREATING)
         row = self.store.get_list(row.id)
         try:
@@ -676,16 +685,12 @@ class PoolRefill:
 
 
 def _survey_refused(error: BadRequest | NotFound, survey_id: str) -> QualtricsError:
-    """The distribution is the first call that names the survey: say which setting to fix."""
-    return type(error)(
+    """The distribution refused a survey (deactivated since the run's check, or a resumed
+    list's that no check of this run asked about): say which setting to fix."""
+    return with_message(
+        error,
         f"Qualtrics refused to make links for survey {survey_id}: check the pool's survey_id "
         "and that the survey is active",
-        status_code=error.status_code,
-        error_code=error.error_code,
-        error_message=error.error_message,
-        request_id=error.request_id,
-        method=error.method,
-        endpoint=error.endpoint,
     )
 
 

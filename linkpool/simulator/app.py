@@ -323,6 +323,11 @@ class Simulator(ApiHandlers, ResponseHandlers):
         with self._lock:
             return [link.url for link in self.brand.distributions[distribution_id].links]
 
+    def contact_ids(self) -> list[str]:
+        """The directory's live contacts (``CID_…``; deleted ones left out)."""
+        with self._lock:
+            return [c.id for c in self.brand.contacts.values() if not c.deleted]
+
     def contact(self, contact_id: str) -> dict[str, Any]:
         """A directory contact: its fields, ``embeddedData`` and whether it was deleted."""
         with self._lock:

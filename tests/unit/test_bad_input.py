@@ -250,23 +250,25 @@ def test_unknown_directory_exits_1_naming_directory_id(
     [("SV_NoSuchSurvey01", "Survey not found"), ("SV_Inactive000001", "is not active")],
     ids=["unknown", "inactive"],
 )
-def test_unusable_survey_exits_1_and_leaves_nothing_behind(
-    run: Run, write_config, simulator, store: Store, survey_id: str, said: str
+def test_unusable_survey_exits_1_on_every_run_and_leaves_nothing_behind(
+    run: Run, write_config, simulator, sqlite_url: str, survey_id: str, said: str
 ) -> None:
+    """Issue 11 point 4: each run used to import list_size contacts before the distribution
+    was refused, and they stayed in the directory. The survey is checked before anything."""
     path = write_config(survey_id=survey_id)
 
-    line = assert_one_clean_line(run("refill", path=path), 1)
+    for _ in range(5):
+        line = assert_one_clean_line(run("refill", path=path), 1)
+        assert "nps" in line
+        assert survey_id in line
+        assert said in line
+        assert "survey_id" in line
 
-    assert "nps" in line
-    assert said in line
-    assert "survey_id" in line
-    assert simulator.mailing_lists() == {}  # the list made before the survey refused: deleted
-    assert simulator.distributions() == {}
-    lists = store.lists_in_states(
-        ("planned", "list_created", "importing", "imported", "distributed", "ready")
-    )
-    assert lists == []  # only the failed list's record stays, marked deleted, for gc's audit
-    assert store.counts("nps", simulator.clock.now(), timedelta(0)).available == 0
+    assert simulator.contact_ids() == []
+    assert simulator.mailing_lists() == {}
+    assert row_counts(sqlite_url) == (0, 0)
+    assert simulator.calls["POST /directories/{directoryId}/mailinglists"] == 0
+    assert simulator.calls["GET /surveys/{surveyId}"] == 5  # once a run
 
 
 # --- the database ---------------------------------------------------------------------------

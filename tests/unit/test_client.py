@@ -31,7 +31,7 @@ from linkpool.errors import (
     ServerError,
 )
 from linkpool.qualtrics import ImportJob, ImportStatus, QualtricsClient
-from linkpool.qualtrics.client import Access
+from linkpool.qualtrics.client import Access, survey_active
 from linkpool.qualtrics.endpoints import ENDPOINTS, MAX_IMPORT_BYTES, MAX_IMPORT_CONTACTS
 
 BASE = "https://iad1.qualtrics.com/API/v3"
@@ -319,6 +319,20 @@ def test_iterators_page_lists_contacts_and_distributions(api, client):
     assert [c["id"] for c in client.iter_contacts(LIST_ID)] == ["CID_1"]
     assert [d["id"] for d in client.iter_distributions(SURVEY_ID)] == ["EMD_1"]
     assert distributions.called
+
+
+@pytest.mark.parametrize(
+    ("answer", "active"),
+    [({"isActive": True}, True), ({"isActive": False}, False), ({}, None),
+     ({"isActive": "true"}, None)],
+    ids=["active", "inactive", "silent", "not-a-boolean"],
+)  # fmt: skip
+def test_a_surveys_activity_is_what_its_is_active_says_and_unknown_otherwise(
+    api, client, answer: dict, active: bool | None
+) -> None:
+    api.get(f"/surveys/{SURVEY_ID}").mock(return_value=ok({"id": SURVEY_ID, **answer}))
+
+    assert survey_active(client.get_survey(SURVEY_ID)) is active
 
 
 def test_a_next_page_on_a_foreign_host_is_refused_without_sending_the_token(api, client):
