@@ -2,11 +2,12 @@
 
 Each command parses its options, calls one library function, and prints a table for people or
 ``--json`` for machines. Expected failures print one line on stderr and exit with the error's
-code: 0 ok, 1 operational failure, 2 usage or configuration error, 3 pool exhausted.
+code: 0 ok, 1 operational failure, 2 usage or configuration error, 3 pool exhausted, 4 a
+``status --check`` check failed, 130/143 stopped by SIGINT/SIGTERM (docs/errors.md).
 
 The group is defined here and every command is registered here; the commands live in modules
-by concern (``commands``: claims, stock and the jobs; ``service``: ``serve`` and ``keys``), which
-take what they share from ``linkpool.cli.app``. A new command is a function in one of them (or
+by concern (``ledger``: claims and stock; ``jobs``: the jobs and the daemon; ``tools``: the
+simulator and the demo; ``service``: ``serve`` and ``keys``), which take what they share from ``linkpool.cli.app``. A new command is a function in one of them (or
 a new module) and one line below.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from linkpool.cli import commands, service
+from linkpool.cli import jobs, ledger, service, tools
 from linkpool.cli.app import App, LinkPoolGroup, quiet_library_logs
 
 
@@ -36,21 +37,21 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 for command in (
-    commands.db,
-    commands.claim,
-    commands.claims,
-    commands.status,
-    commands.export,
-    commands.archive_command,
-    commands.gc_command,
-    commands.doctor_command,
-    commands.sync_command,
-    commands.forget_command,
-    commands.responses_command,
-    commands.simulator_command,
-    commands.refill_command,
-    commands.run_command,
-    commands.demo_command,
+    ledger.db,
+    ledger.claim,
+    ledger.claims,
+    ledger.status,
+    ledger.export,
+    ledger.archive_command,
+    jobs.gc_command,
+    jobs.doctor_command,
+    jobs.sync_command,
+    ledger.forget_command,
+    jobs.responses_command,
+    tools.simulator_command,
+    jobs.refill_command,
+    jobs.run_command,
+    tools.demo_command,
     service.serve_command,
     service.keys_group,
 ):

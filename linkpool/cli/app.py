@@ -17,6 +17,7 @@ from linkpool.clock import Clock, SystemClock
 from linkpool.config import Settings, load_settings
 from linkpool.errors import LinkPoolError
 from linkpool.pool import LinkPool
+from linkpool.qualtrics.client import QualtricsClient
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_EXHAUSTED = 0, 1, 2, 3
 
@@ -44,6 +45,13 @@ class App:
     @cached_property
     def linkpool(self) -> LinkPool:
         return LinkPool.from_settings(self.settings, clock=self.clock)
+
+    def qualtrics_client(self) -> QualtricsClient:
+        """A client from ``[qualtrics]`` (the token from its environment variable), through
+        ``transport`` when one is set."""
+        return QualtricsClient.from_settings(
+            self.settings.require_qualtrics(), transport=self.transport, clock=self.clock
+        )
 
 
 class LinkPoolGroup(click.Group):

@@ -538,7 +538,7 @@ def test_export_to_a_full_stdout_exits_1(
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("linkpool.cli.commands.write_claims", full)
+    monkeypatch.setattr("linkpool.cli.ledger.write_claims", full)
 
     line = assert_one_clean_line(run("export", "nps"), 1)
 

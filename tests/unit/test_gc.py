@@ -494,7 +494,7 @@ def cli(tmp_path, sqlite_url, sim, clock, monkeypatch):
         f'[qualtrics]\nbase_url = "{sim.base_url}"\ndirectory_id = "{sim.directory_id}"\n\n'
         f'[pools.nps]\nsurvey_id = "{SURVEY_ID}"\nlink_ttl = "30d"\nmin_remaining = "1d"\n'
     )
-    monkeypatch.setattr("linkpool.cli.commands.qualtrics_client", lambda app: sim.client())
+    monkeypatch.setattr("linkpool.cli.app.App.qualtrics_client", lambda app: sim.client())
 
     def run(*args: str, input: str | None = None) -> Any:
         app = App(str(config), clock=clock)

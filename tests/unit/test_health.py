@@ -43,7 +43,7 @@ def cli(
         f'[qualtrics]\nbase_url = "{sim.base_url}"\ndirectory_id = "{sim.directory_id}"\n\n'
         f'[schedule]\nrefill_interval = "10m"\n\n{POOL_TOML}'
     )
-    monkeypatch.setattr("linkpool.cli.commands.qualtrics_client", lambda app: sim.client())
+    monkeypatch.setattr("linkpool.cli.app.App.qualtrics_client", lambda app: sim.client())
 
     def invoke(*args: str) -> Result:
         app = App(str(config), clock=clock)

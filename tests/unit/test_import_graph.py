@@ -59,7 +59,7 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 
 def test_the_graph_sees_imports_inside_functions() -> None:
     known = modules()
-    commands = imports_of(known["linkpool.cli.commands"], known)
+    tools = imports_of(known["linkpool.cli.tools"], known)
 
-    assert "linkpool.demo" in commands  # imported inside demo_command only
-    assert "linkpool.cli.app" in commands
+    assert "linkpool.demo" in tools  # imported inside demo_command only
+    assert "linkpool.cli.app" in tools

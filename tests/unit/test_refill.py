@@ -792,7 +792,7 @@ def cli(
         f'[pools.off]\nsurvey_id = "{OTHER_SURVEY}"\ntarget_available = 4\nlow_water = 4\n'
         f'list_size = 4\nlink_ttl = "30d"\nmin_remaining = "1d"\n'
     )
-    monkeypatch.setattr("linkpool.cli.commands.qualtrics_client", lambda app: sim.client())
+    monkeypatch.setattr("linkpool.cli.app.App.qualtrics_client", lambda app: sim.client())
 
     def invoke(*args: str) -> Result:
         app = App(str(config), clock=clock)

@@ -368,7 +368,7 @@ def test_the_cli_reports_runs_and_exits_1_when_a_pool_failed(
         'enrichment = "response"\nembedded_data = { source = "linkpool" }\n'
     )
     monkeypatch.setattr(
-        "linkpool.cli.commands.qualtrics_client", lambda app: sim.client(max_retries=0)
+        "linkpool.cli.app.App.qualtrics_client", lambda app: sim.client(max_retries=0)
     )
 
     def run(*args: str):

@@ -320,7 +320,7 @@ def test_cli_sync_json_and_exit_code(
         f'[sync]\nmax_attempts = 1\n\n[pools.nps]\nsurvey_id = "{SURVEY_ID}"\n'
     )
     monkeypatch.setattr(
-        "linkpool.cli.commands.qualtrics_client", lambda app: sim.client(max_retries=0)
+        "linkpool.cli.app.App.qualtrics_client", lambda app: sim.client(max_retries=0)
     )
     linkpool.claim("nps", recipient="ann")
     linkpool.claim("nps", recipient="bob")
