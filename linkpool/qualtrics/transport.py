@@ -126,14 +126,14 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _bounded(lambda left: self._inner.read(max_bytes, left), timeout)
+        return _bounded(lambda seconds: self._inner.read(max_bytes, seconds), timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         for start in range(0, len(buffer), _WRITE_CHUNK):
             self._write_piece(buffer[start : start + _WRITE_CHUNK], timeout)
 
     def _write_piece(self, piece: bytes, timeout: float | None) -> None:
-        _bounded(lambda left: self._inner.write(piece, left), timeout)
+        _bounded(lambda seconds: self._inner.write(piece, seconds), timeout)
 
     def close(self) -> None:
         self._inner.close()
