@@ -446,7 +446,8 @@ class QualtricsSettings:
     )
     timeout: float = setting(
         30.0,
-        doc="per request, whole answer included (a server trickling its answer cannot hold it)",
+        doc="per request in total: connecting, sending, headers and body (a server trickling its "
+        "answer cannot hold it; a response export's file is bounded to its headers, then per read)",
         kind=SECONDS,
         low=timedelta(seconds=1),
         high=timedelta(minutes=30),

@@ -62,6 +62,12 @@ from linkpool.qualtrics.retry import (
     was_not_sent,
 )
 from linkpool.qualtrics.throttle import Throttle
+from linkpool.qualtrics.transport import (
+    STREAM_BODY,
+    BoundedTransport,
+    TotalTimeout,
+    environment_mounts,
+)
 
 if TYPE_CHECKING:
     from linkpool.config import QualtricsSettings
@@ -161,15 +167,11 @@ TRANSIENT_ERRORS = (RateLimited, ServerError, QualtricsTimeout, QualtricsUnreach
 """What trying again later can fix."""
 
 
-class _TotalTimeout(httpx.ReadTimeout):
-    """The answer kept coming, a little at a time, past the request's whole time budget."""
-
-
 class _CorruptAnswer(httpx.ReadError):
     """The answer's body could not be decoded (a broken ``Content-Encoding``)."""
 
 
-_OWN_TRANSPORT_ERRORS = (_TotalTimeout, _CorruptAnswer)
+_OWN_TRANSPORT_ERRORS = (TotalTimeout, _CorruptAnswer)
 """Raised by the client itself: their messages are ours, safe to show."""
 
 
@@ -190,9 +192,10 @@ class _Guards(threading.local):
 class QualtricsClient:
     """A thread-safe client for the Qualtrics v3 calls linkpool uses.
 
-    ``transport`` lets tests mount the simulator (``httpx.WSGITransport``) or respx; ``clock``
-    drives the throttle, retry backoff and import polling; ``rng`` makes backoff jitter
-    reproducible.
+    ``transport`` lets tests mount the simulator (``httpx.WSGITransport``) or a mock; without
+    one, requests go through a ``BoundedTransport``, which bounds each request's whole time by
+    ``timeout``. ``clock`` drives the throttle, retry backoff and import polling; ``rng`` makes
+    backoff jitter reproducible.
     """
 
     def __init__(
@@ -233,7 +236,6 @@ class QualtricsClient:
         self._tallies = _Tallies()
         self._guards = _Guards()
         self._stop: threading.Event | None = None
-        self._total_timeout = timeout
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
@@ -242,7 +244,8 @@ class QualtricsClient:
                 "Accept": "application/json",
             },
             timeout=httpx.Timeout(timeout),
-            transport=transport,
+            transport=BoundedTransport(timeout) if transport is None else transport,
+            mounts=environment_mounts(timeout) if transport is None else None,
         )
 
     @classmethod
@@ -593,8 +596,11 @@ class QualtricsClient:
     def download_response_export(self, survey_id: str, file_id: str, sink: IO[bytes]) -> int:
         """Stream the export's zip into ``sink`` (never whole in memory); returns its size.
 
-        Retried like any GET: ``sink`` is rewound and truncated before each attempt."""
+        Retried like any GET: ``sink`` is rewound and truncated before each attempt. ``timeout``
+        bounds the request in total up to its headers, then each read of the file: an export's
+        size is not known, nor how long a slow link takes to carry it."""
         endpoint = api.GET_RESPONSE_EXPORT_FILE
+        stream_body = {STREAM_BODY: True}
         url = self._url(endpoint, {"surveyId": survey_id, "fileId": file_id})
         attempt = 0
         while True:
@@ -604,7 +610,7 @@ class QualtricsClient:
             try:
                 with self._throttle.slot():
                     self._count(endpoint.key)
-                    with self._http.stream("GET", url) as response:
+                    with self._http.stream("GET", url, extensions=stream_body) as response:
                         if response.is_success:
                             for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
                                 sink.write(chunk)
@@ -742,7 +748,7 @@ class QualtricsClient:
                 check()
             self._count(endpoint.key)
             try:
-                response = self._bounded_request(endpoint, url, json=json, params=params)
+                response = self._answer(endpoint, url, json=json, params=params)
             except httpx.TransportError as exc:
                 logger.debug("%s → %s (attempt %d)", endpoint, type(exc).__name__, attempt)
                 self._note_outcome(endpoint.key, type(exc).__name__, attempt)
@@ -757,41 +763,19 @@ class QualtricsClient:
             if attempt > 1:
                 self.retries[key] += 1
 
-    def _bounded_request(
+    def _answer(
         self, endpoint: Endpoint, url: str, *, json: Any, params: Mapping[str, str] | None
     ) -> httpx.Response:
-        """One request whose whole time, body included, is bounded by ``timeout``: httpx
-        bounds each read, so a server trickling its answer would otherwise hold us forever."""
+        """One request and its whole body; the transport bounds its time by ``timeout``."""
         request = self._http.build_request(endpoint.method, url, json=json, params=params)
         try:
-            response = self._http.send(request, stream=True)
-            if response.is_stream_consumed:  # a transport that answered with its body read
-                return response
-            raw = self._read_within(response, self._clock.monotonic() + self._total_timeout)
-            return httpx.Response(
-                response.status_code, headers=response.headers, content=raw, request=request
-            )
-        except httpx.DecodingError as exc:  # from the transport, or from decoding ``raw``
+            return self._http.send(request)
+        except httpx.DecodingError as exc:
             raise _CorruptAnswer(
                 "Qualtrics answered with a body that could not be decoded (a broken "
                 "Content-Encoding)",
                 request=request,
             ) from exc
-
-    def _read_within(self, response: httpx.Response, deadline: float) -> bytes:
-        """The raw body, read chunk by chunk until ``deadline`` (on the client's clock)."""
-        try:
-            raw = bytearray()
-            for chunk in response.iter_raw():
-                raw += chunk
-                if self._clock.monotonic() > deadline:
-                    raise _TotalTimeout(
-                        f"no complete answer within {self._total_timeout:g}s in total",
-                        request=response.request,
-                    )
-            return bytes(raw)
-        finally:
-            response.close()
 
     def _count(self, key: str) -> None:
         tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once

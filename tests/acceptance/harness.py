@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +108,25 @@ def stop(process: subprocess.Popen[str], *, timeout: float = 30.0) -> int:
         raise AssertionError(
             f"pid {process.pid} did not stop within {timeout}s of SIGTERM"
         ) from None
+
+
+def stop_all(
+    processes: Iterable[subprocess.Popen[Any] | None], *, timeout: float = 30.0
+) -> list[int]:
+    """``stop`` each process (None: one never started), every one even after another failed to
+    stop; their exit codes, in order. The first failure is raised once all are stopped."""
+    codes: list[int] = []
+    failure: AssertionError | None = None
+    for process in processes:
+        if process is None:
+            continue
+        try:
+            codes.append(stop(process, timeout=timeout))
+        except AssertionError as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return codes
 
 
 def describe(result: subprocess.CompletedProcess[str]) -> str:

@@ -25,6 +25,7 @@ from tests.acceptance.harness import (
     run_json,
     start_cli,
     stop,
+    stop_all,
     unknown_live_lists,
     wait_until,
     write_config,
@@ -83,11 +84,15 @@ def start_claimers(config: Path, tmp_path: Path) -> list[tuple[subprocess.Popen[
 
 
 def finish_claimers(claimers: list[tuple[subprocess.Popen[str], Path]]) -> list[dict[str, Any]]:
+    """Every claimer's records; each claimer is stopped, also when another failed."""
     records = []
-    for process, output in claimers:
-        _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 0, stderr
-        records += [json.loads(line) for line in output.read_text().splitlines()]
+    try:
+        for process, output in claimers:
+            _, stderr = process.communicate(timeout=60)
+            assert process.returncode == 0, stderr
+            records += [json.loads(line) for line in output.read_text().splitlines()]
+    finally:
+        stop_all(process for process, _ in claimers)
     return records
 
 

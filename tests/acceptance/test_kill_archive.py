@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bench.ledger import seed_history
 from linkpool.db import create_engine, upgrade
 from linkpool.models import links, lists
-from tests.acceptance.harness import LINKPOOL, linkpool_env
+from tests.acceptance.harness import LINKPOOL, linkpool_env, stop
 
 CLAIMS = 20_000
 POOL_CONFIG = '[pools.nps]\nsurvey_id = "SV_SimSurvey0001"\n'
@@ -60,10 +60,13 @@ def check_invariant(engine, output: Path, to_archive: set[int], kept: set[int]) 
 def run_archive(config: Path, output: Path, kill_after: float | None):
     args = [LINKPOOL, "--config", str(config), "archive", "--before", "1h", "--output", str(output)]
     process = subprocess.Popen(args, env=linkpool_env(), stdout=subprocess.PIPE, text=True)
-    if kill_after is not None:
-        time.sleep(kill_after)
-        process.send_signal(signal.SIGKILL)
-    stdout, _ = process.communicate(timeout=120)
+    try:
+        if kill_after is not None:
+            time.sleep(kill_after)
+            process.send_signal(signal.SIGKILL)
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        stop(process)
     return process.returncode, stdout
 
 

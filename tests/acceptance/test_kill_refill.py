@@ -33,6 +33,7 @@ from tests.acceptance.harness import (
     held_by_process,
     run_json,
     start_cli,
+    stop,
     unknown_live_lists,
     wait_until,
     write_config,
@@ -79,32 +80,38 @@ def test_a_refill_killed_at_a_random_moment_is_made_good_by_an_immediate_refill(
     simulator.faults.latency = LATENCY
 
     killed = start_cli(config, "refill", "--json", log=tmp_path / "killed-refill.log")
-    wait_until(lambda: database_lists(engine), what="the refill to plan its first list")
-    time.sleep(random.Random(seed).uniform(0.0, KILL_WINDOW))
-    killed.send_signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert killed.wait(timeout=10) == -signal.SIGKILL, "the refill ended before it was killed"
+    try:
+        wait_until(lambda: database_lists(engine), what="the refill to plan its first list")
+        time.sleep(random.Random(seed).uniform(0.0, KILL_WINDOW))
+        killed.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert killed.wait(timeout=10) == -signal.SIGKILL, "the refill ended before it was killed"
+    finally:
+        stop(killed)
     unfinished = [row for row in database_lists(engine) if row["state"] != ListState.READY]
     assert unfinished, "the kill left nothing unfinished: it came too late to test anything"
 
     output, errors = tmp_path / "successor.json", tmp_path / "successor.log"
     successor = start_cli(config, "refill", "--json", log=output, errors=errors)
-    wait_until(
-        lambda: held_by_process(engine, successor.pid),
-        timeout=RECOVERY_BOUND,
-        what="the successor to take a lease over",
-    )
-    takeover = time.monotonic() - killed_at
-    wait_until(
-        lambda: all_at_target(engine),
-        timeout=RECOVERY_BOUND - takeover,
-        what="every pool to be back at target",
-    )
-    recovered = time.monotonic() - killed_at
-    # A list whose import the kill left in doubt is watched for LOST_IMPORT_WAIT beside the
-    # filling: the run ends after that, the pool was stocked long before.
-    finish = LOST_IMPORT_WAIT.total_seconds() + RECOVERY_BOUND
-    assert successor.wait(timeout=finish) == 0, errors.read_text()
+    try:
+        wait_until(
+            lambda: held_by_process(engine, successor.pid),
+            timeout=RECOVERY_BOUND,
+            what="the successor to take a lease over",
+        )
+        takeover = time.monotonic() - killed_at
+        wait_until(
+            lambda: all_at_target(engine),
+            timeout=RECOVERY_BOUND - takeover,
+            what="every pool to be back at target",
+        )
+        recovered = time.monotonic() - killed_at
+        # A list whose import the kill left in doubt is watched for LOST_IMPORT_WAIT beside the
+        # filling: the run ends after that, the pool was stocked long before.
+        finish = LOST_IMPORT_WAIT.total_seconds() + RECOVERY_BOUND
+        assert successor.wait(timeout=finish) == 0, errors.read_text()
+    finally:
+        stop(successor)
     ended = time.monotonic() - killed_at
     assert_clean_output(output.read_text() + errors.read_text())
     report = json.loads(output.read_text())

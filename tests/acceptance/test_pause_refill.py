@@ -35,6 +35,7 @@ from tests.acceptance.harness import (
     run_json,
     snapshot,
     start_cli,
+    stop,
     unknown_live_lists,
     wait_until,
     write_config,
@@ -162,8 +163,7 @@ def test_already_running_names_a_live_holder_and_exits_0(
         assert result.returncode == 0, describe(result)
         second = json.loads(result.stdout)
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=60)
+        stop(first, timeout=60)
     skipped = second["pools"]["alpha"]["skipped"]
     assert skipped.startswith("already running, held by host "), skipped
     assert f", pid {first.pid}, since " in skipped

@@ -20,7 +20,7 @@ from linkpool.clock import SystemClock
 from linkpool.db import create_engine
 from linkpool.service.keys import create_key, revoke_key
 from linkpool.store import Store
-from tests.acceptance.harness import LINKPOOL, free_port, linkpool_env, wait_until
+from tests.acceptance.harness import LINKPOOL, free_port, linkpool_env, stop, stop_all, wait_until
 from tests.conftest import SURVEY_ID, seed_links
 
 KEY_TTL = 1
@@ -63,9 +63,7 @@ def serving(config: Path, *, workers: int) -> Iterator[Served]:
         wait_until_ready(served)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        stop(process, timeout=30)
 
 
 def wait_until_ready(served: Served) -> None:
@@ -202,7 +200,11 @@ def test_eight_client_processes_over_http_never_share_a_link(
             )
             for n, output in enumerate(outputs)
         ]
-        assert [client.wait(timeout=120) for client in clients] == [0] * 8
+        try:
+            codes = [client.wait(timeout=120) for client in clients]
+        finally:
+            stop_all(clients)
+        assert codes == [0] * 8
     answers = [json.loads(line) for output in outputs for line in output.read_text().splitlines()]
     fresh = [a["link_id"] for a in answers if not a["replayed"]]
     assert len(fresh) == len(set(fresh)) == links  # every link once, none twice
@@ -222,13 +224,13 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     stock(postgres_url, "nps", 5000)
     answered: list[int] = []
     broken: list[str] = []
-    stop = threading.Event()
+    stopping = threading.Event()
     with serving(config, workers=1) as served:
 
         def claim_until_stopped(worker: int) -> None:
             with httpx.Client(base_url=served.base_url) as http:
                 n = 0
-                while not stop.is_set():
+                while not stopping.is_set():
                     try:
                         response = http.post(
                             "/v1/pools/nps/claims",
@@ -249,7 +251,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
         time.sleep(1.0)
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0
-        stop.set()
+        stopping.set()
         for thread in threads:
             thread.join(timeout=30)
     assert answered and set(answered) == {201}

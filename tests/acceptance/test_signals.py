@@ -20,6 +20,7 @@ from tests.acceptance.harness import (
     run_cli,
     start_cli,
     stop,
+    stop_all,
     wait_until,
     write_config,
 )
@@ -70,11 +71,16 @@ def test_sigint_twice_stops_a_waiting_refill_and_releases_its_lease(
     config, url = configured(tmp_path, simulator)
     log = tmp_path / "refill.log"
     refill = start_cli(config, "refill", log=log)
-    wait_until(lambda: simulator.calls[GET_IMPORT.key] >= 2, what="the refill to wait on an import")
-    assert "refill:busy" in leases(url)
-    simulator.faults.latency = SLOW_ANSWER
+    try:
+        wait_until(
+            lambda: simulator.calls[GET_IMPORT.key] >= 2, what="the refill to wait on an import"
+        )
+        assert "refill:busy" in leases(url)
+        simulator.faults.latency = SLOW_ANSWER
 
-    exit_code = signal_twice(refill, signal.SIGINT, log)
+        exit_code = signal_twice(refill, signal.SIGINT, log)
+    finally:
+        stop(refill, timeout=STOP_TIMEOUT)
 
     output = log.read_text()
     assert exit_code == 130, output
@@ -93,11 +99,16 @@ def test_sigterm_twice_stops_the_daemon_cleanly_and_releases_the_leader_lease(
     config, url = configured(tmp_path, simulator)
     log = tmp_path / "daemon.log"
     daemon = start_cli(config, "run", log=log)
-    wait_until(lambda: "leader" in leases(url), what="the daemon to lead")
-    wait_until(lambda: simulator.calls[GET_IMPORT.key] >= 2, what="its refill to wait on an import")
-    simulator.faults.latency = SLOW_ANSWER
+    try:
+        wait_until(lambda: "leader" in leases(url), what="the daemon to lead")
+        wait_until(
+            lambda: simulator.calls[GET_IMPORT.key] >= 2, what="its refill to wait on an import"
+        )
+        simulator.faults.latency = SLOW_ANSWER
 
-    exit_code = signal_twice(daemon, signal.SIGTERM, log)
+        exit_code = signal_twice(daemon, signal.SIGTERM, log)
+    finally:
+        stop(daemon, timeout=STOP_TIMEOUT)
 
     output = log.read_text()
     assert exit_code == 0, output
@@ -133,7 +144,8 @@ def test_a_standby_daemon_says_it_follows_and_who_leads(
         )
     finally:
         # Generous: under load a request in flight may take up to [qualtrics] timeout to end.
-        codes = [stop(process, timeout=STOP_TIMEOUT) for process in (standby, leader) if process]
+        # Both are stopped, the leader too when the standby would not stop.
+        codes = stop_all((standby, leader), timeout=STOP_TIMEOUT)
     logs = {name: (tmp_path / f"{name}.log").read_text() for name in ("leader", "standby")}
     host, pid, _ = holder.rsplit(":", 2)
     assert f"host {host}, pid {pid}" in line
@@ -147,11 +159,11 @@ def test_a_daemon_whose_sqlite_file_is_deleted_stops_with_one_line(
     config, url = configured(tmp_path, simulator)
     log = tmp_path / "daemon.log"
     daemon = start_cli(config, "run", log=log)
-    wait_until(lambda: "leader" in leases(url), what="the daemon to lead", timeout=60)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{tmp_path / 'linkpool.db'}{suffix}").unlink(missing_ok=True)
-
     try:
+        wait_until(lambda: "leader" in leases(url), what="the daemon to lead", timeout=60)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp_path / 'linkpool.db'}{suffix}").unlink(missing_ok=True)
+
         exit_code = daemon.wait(timeout=30)
     finally:
         stop(daemon)
