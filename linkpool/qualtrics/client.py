@@ -63,6 +63,7 @@ from linkpool.qualtrics.retry import (
 )
 from linkpool.qualtrics.throttle import Throttle
 from linkpool.qualtrics.transport import (
+    BEFORE_SEND,
     STREAM_BODY,
     BoundedTransport,
     TotalTimeout,
@@ -744,8 +745,7 @@ class QualtricsClient:
         attempt: int,
     ) -> httpx.Response:
         with self._throttle.slot(endpoint.key):
-            for check in self._guards.stack:
-                check()
+            self._check_guards()
             self._count(endpoint.key)
             try:
                 response = self._answer(endpoint, url, json=json, params=params)
@@ -767,7 +767,9 @@ class QualtricsClient:
         self, endpoint: Endpoint, url: str, *, json: Any, params: Mapping[str, str] | None
     ) -> httpx.Response:
         """One request and its whole body; the transport bounds its time by ``timeout``."""
-        request = self._http.build_request(endpoint.method, url, json=json, params=params)
+        request = self._http.build_request(
+            endpoint.method, url, json=json, params=params, extensions=self._last_check
+        )
         try:
             return self._http.send(request)
         except httpx.DecodingError as exc:
@@ -776,6 +778,16 @@ class QualtricsClient:
                 "Content-Encoding)",
                 request=request,
             ) from exc
+
+    def _check_guards(self) -> None:
+        """Every guard of this thread (``guarded_by``): checked before a request's slot is
+        used, and again by the transport just before its first byte goes out."""
+        for check in self._guards.stack:
+            check()
+
+    @property
+    def _last_check(self) -> dict[str, Any]:
+        return {BEFORE_SEND: self._check_guards} if self._guards.stack else {}
 
     def _count(self, key: str) -> None:
         tallies = {id(calls): calls for calls in self._tallies.stack}  # each Counter once

@@ -38,6 +38,12 @@ STREAM_BODY = "linkpool.stream_body"
 """A request extension: when true, the deadline bounds the request up to its headers only, and
 the body is bounded per read (a download of unknown size, read by the caller as it comes)."""
 
+BEFORE_SEND = "linkpool.before_send"
+"""A request extension: a callable run once, just before the request's first byte is written
+(after any connect), on the sending thread. What it raises stops the request unsent: the
+client checks there that the lease it works under still holds, so a holder frozen (SIGSTOP)
+after its earlier checks sends nothing when it resumes. The window left is one ``write``."""
+
 _WRITE_CHUNK = 64 * 1024
 """A write is sent in pieces of this size, each under the time then left: one large body (an
 import) cannot outlast the deadline by more than one piece's worth."""
@@ -78,16 +84,31 @@ class _DeadlinePassed(Exception):
 
 
 _current: ContextVar[_Deadline | None] = ContextVar("linkpool_request_deadline", default=None)
+_before_send: ContextVar[Callable[[], object] | None] = ContextVar(
+    "linkpool_before_send", default=None
+)
 
 
 @contextmanager
-def _within(deadline: _Deadline | None) -> Iterator[None]:
-    """Network operations inside the block, on this thread, end by ``deadline``."""
+def _within(
+    deadline: _Deadline | None, before_send: Callable[[], object] | None = None
+) -> Iterator[None]:
+    """Network operations inside the block, on this thread, end by ``deadline``; the first
+    write runs ``before_send`` first."""
     token = _current.set(deadline)
+    hook_token = _before_send.set(before_send)
     try:
         yield
     finally:
+        _before_send.reset(hook_token)
         _current.reset(token)
+
+
+def _run_before_send() -> None:
+    hook = _before_send.get()
+    if hook is not None:
+        _before_send.set(None)
+        hook()
 
 
 def _connect_timeout(timeout: float | None) -> float | None:
@@ -129,6 +150,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         return _bounded(lambda seconds: self._inner.read(max_bytes, seconds), timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _run_before_send()
         for start in range(0, len(buffer), _WRITE_CHUNK):
             self._write_piece(buffer[start : start + _WRITE_CHUNK], timeout)
 
@@ -238,7 +260,7 @@ class BoundedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = _Deadline.after(self._total_timeout)
-        with _within(deadline), _httpx_errors():
+        with _within(deadline, request.extensions.get(BEFORE_SEND)), _httpx_errors():
             response = self._pool.handle_request(_core_request(request))
         body_deadline = None if request.extensions.get(STREAM_BODY) else deadline
         return httpx.Response(

@@ -297,3 +297,42 @@ def test_calls_to_a_served_simulator_go_through_the_bounded_transport(
         client.wait_for_import(list_id, job.id, poll_interval=0.01, timeout=10)
         assert client.count_contacts(list_id) == 2000
         assert [m["mailingListId"] for m in client.iter_mailing_lists()] == [list_id]
+
+
+class LeaseGone(Exception):
+    pass
+
+
+def test_a_guard_that_fails_between_the_slot_and_the_first_byte_stops_the_request_unsent() -> None:
+    """A holder frozen after its first check (in ``_send``) finds its lease gone when it
+    resumes: the transport checks again just before the request's first byte, after the
+    connect, and nothing reaches the server."""
+    checks: list[str] = []
+
+    def lease_check() -> None:
+        checks.append("checked")
+        if len(checks) > 1:  # the lease lapsed while the process was frozen
+            raise LeaseGone
+
+    with LoopbackServer(trickled_head()) as server:
+        with client_of(f"http://127.0.0.1:{server.port}/API/v3") as client:
+            with client.guarded(lease_check), pytest.raises(LeaseGone):
+                client.whoami()
+        time.sleep(0.3)  # a request that had gone out would have been read by now
+
+    assert checks == ["checked", "checked"]
+    assert [first_bytes for first_bytes in server.requests if first_bytes] == []  # connected only
+
+
+def test_a_guard_that_holds_is_checked_twice_and_the_request_goes_out(
+    served: tuple[Simulator, str],
+) -> None:
+    simulator, base_url = served
+    checks: list[str] = []
+    with QualtricsClient(
+        base_url=base_url, token=simulator.token, directory_id=simulator.directory_id
+    ) as client:
+        with client.guarded(lambda: checks.append("checked")):
+            client.check_access()
+
+    assert len(checks) == 2 * 2  # check_access: two reads, each checked twice
