@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import quote
 
 import httpx
@@ -101,6 +101,17 @@ CONTACT_PREFIX = "CID_"
 """A directory contact: what a contact update addresses."""
 LOOKUP_PREFIX = "CGC_"
 """A contact's entry in one list: what the links listing's ``contactId`` may be instead."""
+
+QUALTRICS_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+"""What every id Qualtrics answers looks like (``CG_…``, ``EMD_…``, ``CID_…``, ``CGC_…``,
+``R_…``). Ids go into request paths and, unchecked, into ``linkpool export``'s CSV (the export
+quotes only values that may need it): one that does not look like this is refused where it is
+read from an answer, never stored."""
+
+
+def is_qualtrics_id(value: object) -> TypeGuard[str]:
+    """``value`` looks like an id Qualtrics answers (``QUALTRICS_ID``)."""
+    return isinstance(value, str) and QUALTRICS_ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -421,7 +432,8 @@ class QualtricsClient:
         for element in self.iter_mailing_lists():
             seen += 1
             if element.get("name") == name:
-                return ListLookup(mailing_list_id=str(element["mailingListId"]), seen=seen)
+                mailing_list_id = required_id(element, "mailingListId", api.LIST_MAILING_LISTS)
+                return ListLookup(mailing_list_id=mailing_list_id, seen=seen)
         return ListLookup(mailing_list_id=None, seen=seen)
 
     def count_mailing_lists(self) -> int:
@@ -452,7 +464,7 @@ class QualtricsClient:
         for member in self.iter_contacts(mailing_list_id):
             ext_ref = member.get("extRef")
             contact_id = member.get("contactId") or member.get("id")
-            if isinstance(ext_ref, str) and isinstance(contact_id, str):
+            if isinstance(ext_ref, str) and is_qualtrics_id(contact_id):
                 found[ext_ref] = contact_id
         return found
 
@@ -654,7 +666,7 @@ class QualtricsClient:
         return _result_of(envelope, endpoint)
 
     def _created_id(self, endpoint: Endpoint, *, json: Any) -> str:
-        return _required_str(self._result(endpoint, json=json), "id", endpoint)
+        return required_id(self._result(endpoint, json=json), "id", endpoint)
 
     def _paginate(
         self,
@@ -978,6 +990,19 @@ def _required_str(result: Mapping[str, Any], key: str, endpoint: Endpoint) -> st
     if not isinstance(value, str) or not value:
         raise QualtricsError(
             f"Qualtrics answered without result.{key}",
+            method=endpoint.method,
+            endpoint=endpoint.path,
+        )
+    return value
+
+
+def required_id(result: Mapping[str, Any], key: str, endpoint: Endpoint) -> str:
+    """``result[key]``, an id Qualtrics answered (``QUALTRICS_ID``), or a ``QualtricsError``."""
+    value = _required_str(result, key, endpoint)
+    if not is_qualtrics_id(value):
+        raise QualtricsError(
+            f"Qualtrics answered a result.{key} that is not an id (letters, digits, _ and - "
+            "only): linkpool does not store it",
             method=endpoint.method,
             endpoint=endpoint.path,
         )

@@ -17,7 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from linkpool.clock import utc
-from linkpool.qualtrics.client import CONTACT_PREFIX, LOOKUP_PREFIX, QualtricsClient
+from linkpool.qualtrics.client import (
+    CONTACT_PREFIX,
+    LOOKUP_PREFIX,
+    QualtricsClient,
+    is_qualtrics_id,
+)
 from linkpool.store import NewLink
 
 logger = logging.getLogger("linkpool.refill")
@@ -51,7 +56,7 @@ def _link_of(
     element: Mapping[str, Any], slot: str, default_expiry: datetime | None
 ) -> NewLink | None:
     url, contact_id = element.get("link"), element.get("contactId")
-    if not isinstance(url, str) or not url or not isinstance(contact_id, str) or not contact_id:
+    if not isinstance(url, str) or not url or not is_qualtrics_id(contact_id):
         return None
     expires_at = parse_time(element.get("linkExpiration")) or default_expiry
     if expires_at is None:

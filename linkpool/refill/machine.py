@@ -30,7 +30,8 @@ from linkpool.errors import (
 )
 from linkpool.lease import Lease
 from linkpool.models import ListState
-from linkpool.qualtrics.client import ImportStatus, QualtricsClient
+from linkpool.qualtrics.client import ImportStatus, QualtricsClient, required_id
+from linkpool.qualtrics.endpoints import LIST_DISTRIBUTIONS
 from linkpool.refill.ceiling import ListCeiling, NearListCeiling
 from linkpool.refill.estimate import lists_needed, lists_to_target
 from linkpool.refill.failures import (
@@ -347,7 +348,7 @@ class PoolRefill:
         found: dict[str, str] = {}
         for element in self.client.iter_distributions(survey_id):
             if element.get("description") in descriptions:
-                found[element["description"]] = element["id"]
+                found[element["description"]] = required_id(element, "id", LIST_DISTRIBUTIONS)
                 if len(found) == len(descriptions):
                     break
         return found

@@ -17,6 +17,7 @@ from typing import IO, Any
 import ijson
 
 from linkpool.errors import QualtricsError
+from linkpool.qualtrics.client import is_qualtrics_id
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
@@ -57,6 +58,8 @@ def iter_export(spool: IO[bytes]) -> Iterator[ExportedResponse]:
 def parse_element(element: Any) -> ExportedResponse:
     if not isinstance(element, dict) or not isinstance(element.get("responseId"), str):
         raise QualtricsError("a response in the export has no responseId")
+    if not is_qualtrics_id(element["responseId"]):
+        raise QualtricsError("a response in the export has a responseId that is not an id")
     values = element.get("values")
     values = values if isinstance(values, dict) else {}
     ext_ref = values.get("externalDataReference")

@@ -341,9 +341,9 @@ def csv_line(columns: dict[str, sa.ColumnElement[Any]]) -> sa.ColumnElement[str]
 
     One ``printf`` joins the fields (``%s`` of NULL is nothing): SQLite evaluates each function
     of the line once per row, and the line's cost is their count. So only the values that may
-    hold those characters are checked: ``data`` is JSON, nearly always quoted, so it is
-    quoted always (quoting is never wrong in CSV); the times, states and the ids linkpool
-    makes or validates (``CSV_SAFE``) never need it."""
+    hold those characters (recipient, key, URL) are checked: ``data`` is JSON, nearly always
+    quoted, so it is quoted always (quoting is never wrong in CSV); the times, states and the
+    ids linkpool makes or validates (``CSV_SAFE``) never need it."""
     fields = [
         _csv_field(name, sa.type_coerce(column, sa.String)) for name, column in columns.items()
     ]
@@ -355,7 +355,11 @@ CSV_SAFE = frozenset(
     {
         "claimed_at",
         "expires_at",
+        "contact_id",
+        "contact_lookup_id",
         "ext_ref",
+        "mailing_list_id",
+        "distribution_id",
         "survey_id",
         "writeback",
         "erased_at",
@@ -364,8 +368,9 @@ CSV_SAFE = frozenset(
         "responded_at",
     }
 )
-"""Times (formatted by ``_sqlite_iso``), states, ``ext_ref`` (``slot_key``) and ``survey_id``
-(a config rule): their characters never need quotes."""
+"""Values whose characters never need quotes: the times (formatted by ``_sqlite_iso``), the
+states, ``ext_ref`` (``slot_key``), ``survey_id`` (a config rule) and the ids Qualtrics answered,
+which the client refuses unless they are letters, digits, ``_`` and ``-`` (``QUALTRICS_ID``)."""
 CSV_QUOTED = frozenset({"data"})
 _NEEDS_QUOTES: sa.ColumnElement[Any] = sa.literal_column(
     "'*[,\"' || char(13, 10) || ']*'"

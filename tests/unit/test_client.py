@@ -177,6 +177,38 @@ def test_create_mailing_list_posts_the_name_and_returns_the_id(api, client):
     assert client.calls == {"POST /directories/{directoryId}/mailinglists": 1}
 
 
+@pytest.mark.parametrize("answered", ["CG_a,b", 'CG_"x"', "CG_a/../b", "CG_x\n", "", "x" * 101])
+def test_a_created_id_that_is_not_an_id_is_refused_not_returned(api, client, answered):
+    """Ids go into request paths and, unquoted, into the export's CSV: one that is not letters,
+    digits, _ and - is a QualtricsError where it is read."""
+    api.post(LISTS).mock(return_value=ok({"id": answered}))
+
+    with pytest.raises(QualtricsError) as raised:
+        client.create_mailing_list("linkpool-nps-0001")
+
+    assert "result.id" in str(raised.value)
+    assert answered == "" or answered not in str(raised.value)
+
+
+def test_a_list_found_by_name_must_have_an_id_for_an_id(api, client):
+    api.get(LISTS).mock(
+        return_value=ok({"elements": [{"name": "wanted", "mailingListId": "CG_1,2"}]})
+    )
+
+    with pytest.raises(QualtricsError, match="mailingListId"):
+        client.find_mailing_list("wanted")
+
+
+def test_a_list_member_whose_contact_id_is_not_an_id_is_not_matched(api, client):
+    members = [
+        {"extRef": "good", "contactId": "CID_Good01"},
+        {"extRef": "odd", "contactId": "CID_a,b"},
+    ]
+    api.get(f"{LISTS}/CG_1/contacts").mock(return_value=ok({"elements": members}))
+
+    assert client.contact_ids_by_ext_ref("CG_1") == {"good": "CID_Good01"}
+
+
 def test_ids_in_paths_are_quoted(api, client):
     route = api.get(f"{LISTS}/CG_odd%2Fid").mock(return_value=ok({"name": "x"}))
 

@@ -887,3 +887,20 @@ def test_a_list_in_doubt_is_settled_beside_the_filling_not_before_it(
     assert (pool.lists_resumed, pool.lists_failed) == (1, 1)  # no contacts ever came
     assert claimable(store, clock) >= pool_settings().target_available
     assert_consistent(sim, store)
+
+
+def test_links_whose_contact_id_is_not_an_id_are_not_stored() -> None:
+    from datetime import UTC, datetime
+
+    from linkpool.refill.links import links_of
+
+    url = "https://iad1.qualtrics.com/jfe/form/SV_x?Q_DL=EMD_1_CGC_"
+    elements = [
+        {"externalDataReference": "s1", "contactId": "CGC_Good1", "link": url + "Good1"},
+        {"externalDataReference": "s2", "contactId": "CGC_a,b", "link": url + "x"},
+    ]
+    expiry = datetime(2027, 1, 1, tzinfo=UTC)
+
+    links, _ = links_of(elements, {"s1", "s2"}, expiry)
+
+    assert [link.ext_ref for link in links] == ["s1"]

@@ -354,6 +354,19 @@ def test_an_export_that_is_not_a_zip_is_one_clear_error() -> None:
         list(iter_export(io.BytesIO(b"<html>proxy error</html>")))
 
 
+def test_a_response_whose_id_is_not_an_id_is_one_clear_error() -> None:
+    from linkpool.errors import QualtricsError
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        document = {"responses": [{"responseId": "R_1,2", "values": {}}]}
+        zipped.writestr("responses.json", json.dumps(document))
+    archive.seek(0)
+
+    with pytest.raises(QualtricsError, match="responseId that is not an id"):
+        list(iter_export(archive))
+
+
 def test_the_cli_reports_runs_and_exits_1_when_a_pool_failed(
     tmp_path, sim, client, db_store, clock, scene, database, monkeypatch
 ):
