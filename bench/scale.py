@@ -2,12 +2,14 @@
 
 For each database (SQLite file, PostgreSQL) and each history size N, a fresh database is
 migrated; N claims of deleted lists are seeded with SQL (``bench/ledger.py``: a year of claims
-that gc has closed), then the live part, the same at every N: one ready list of 12,000
+that gc has closed, 30% of them answered, 27% finished), then the live part, the same at every N: one ready list of 12,000
 available links. Then, in this order, in one run:
 
 - the claim: 8 processes claim 250 links each through ``LinkPool.claim`` (claims/s, p50, p99);
   these 2,008 claims are the last day's;
-- ``LinkPool.counts`` 20 times (median), checking ``claimed`` is exactly N + 2,008;
+- ``LinkPool.counts`` 20 times (median), checking ``claimed`` is exactly N + 2,008; then
+  ``LinkPool.response_counts`` (what status, the service and the metrics add per pool) 20
+  times, its median on stderr, checking ``answered`` and ``finished`` are exact;
 - ``linkpool status --json`` (the CLI, median of 3 runs, Python start-up included);
 - ``linkpool export --since 1d`` and ``linkpool export`` of everything (CSV into a file): time,
   rows and the process's peak memory; then the export's rate without Python's start-up
@@ -41,7 +43,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from claim import POOL, RAW_SQL, Database, claim_with_linkpool, run
-from ledger import seed_history
+from ledger import per_100, seed_history
 
 from linkpool import LinkPool
 from linkpool.db import create_engine
@@ -54,6 +56,7 @@ LINKPOOL = str(Path(sys.executable).with_name("linkpool"))
 LIVE_LINKS = 12_000
 CLAIMERS, CLAIMS_EACH = 8, 250
 LIVE_CLAIMS = CLAIMERS * (CLAIMS_EACH + 1)  # each claimer's warm-up claim included
+ANSWERED = {"answered": 30, "finished": 27}  # per 100 claims of the history
 
 
 def main() -> int:
@@ -96,12 +99,13 @@ def main() -> int:
 def measure(kind: str, url: str, size: int) -> str:
     engine = create_engine(url)
     began = time.perf_counter()
-    seed_history(engine, "bench", size, end=datetime.now(UTC) - timedelta(days=1))
+    seed_history(engine, "bench", size, end=datetime.now(UTC) - timedelta(days=1), **ANSWERED)
     analyze(engine)
     seeded = time.perf_counter() - began
     engine.dispose()
     claim = run(claim_with_linkpool, url, CLAIMERS, CLAIMS_EACH, "FULL")
     counts_ms = time_counts(url, expected_claimed=size + LIVE_CLAIMS)
+    responses_ms = time_response_counts(url, size)
     config = write_config(url)
     status_s = statistics.median(timed_cli(config, "status", "--json")[0] for _ in range(3))
     day_s, day_rows, _ = export(config, "--since", "1d")
@@ -111,7 +115,11 @@ def measure(kind: str, url: str, size: int) -> str:
     assert bulk_rows == all_rows, (bulk_rows, all_rows)
     library_s = export_in_process(url)
     rate, bulk_rate = all_rows / library_s, bulk_rows / bulk_s
-    print(f"<!-- {kind} N={size}: seeded in {seeded:.0f} s -->", file=sys.stderr)
+    print(
+        f"<!-- {kind} N={size}: seeded in {seeded:.0f} s;"
+        f" response_counts {responses_ms:.2f} ms -->",
+        file=sys.stderr,
+    )
     return (
         f"| {kind} | {size:,} | {claim['claims_per_s']:.0f} | {claim['p50_ms']:.2f} |"
         f" {claim['p99_ms']:.2f} | {counts_ms:.2f} | {status_s:.2f} |"
@@ -140,6 +148,22 @@ def time_counts(url: str, *, expected_claimed: int) -> float:
             counts = lp.counts("bench")
             timings.append(time.perf_counter() - began)
     assert counts.claimed == expected_claimed, (counts.claimed, expected_claimed)
+    return statistics.median(timings) * 1000
+
+
+def time_response_counts(url: str, size: int) -> float:
+    """Median ms of ``LinkPool.response_counts``; the history's answers counted exactly (the
+    live claims have none)."""
+    expected = {name: per_100(size, share) for name, share in ANSWERED.items()}
+    with LinkPool(database_url=url, pools=[POOL]) as lp:
+        lp.response_counts("bench")
+        timings = []
+        for _ in range(20):
+            began = time.perf_counter()
+            counts = lp.response_counts("bench")
+            timings.append(time.perf_counter() - began)
+    found = {"answered": counts.answered, "finished": counts.finished}
+    assert found == expected, (found, expected)
     return statistics.median(timings) * 1000
 
 
@@ -240,6 +264,7 @@ def query_plans(url: str) -> dict[str, list[str]]:
     some_list = store.lists_in_states([ListState.READY], pool="bench")[0].id
     questions: dict[str, Callable[[], Any]] = {
         "counts (status, refill, gc, metrics)": lambda: store.counts("bench", now, timedelta(0)),
+        "response_counts (status, service, metrics)": lambda: store.response_counts("bench", now),
         "gc: expired_lists": lambda: store.expired_lists(now=now, expired_before=now),
         "gc: lists_being_reaped": lambda: store.lists_being_reaped(now=now),
         "gc: abandoned_lists": lambda: store.abandoned_lists(now=now, stale_before=now),

@@ -4,8 +4,10 @@
 - ``links``: one row per placeholder contact and its personal link; claimed in place.
 - ``links`` also records a ``forget``: ``erased_at`` and the clearing of the contact.
 - ``leases``: named locks with an expiry (scheduler leader, per-pool refill, gc, sync).
-- ``closed_list_totals``: per pool, the claimed and void links of its deleted lists, added once
-  by gc when it deletes a list, so counting a year of claims reads one row (docs/status.md).
+- ``closed_list_totals``: per pool, the claimed and void links of its deleted lists and their
+  answered and finished claims, added once by gc when it deletes a list (and by the responses
+  job when a response arrives on a claim of a list already deleted), so counting a year of
+  claims and responses reads one row (docs/status.md).
 - ``response_cursors``, ``response_updates``, ``stray_responses``: response tracking and
   enrichment (``linkpool responses``): how far each pool's export got, the bulk update jobs,
   and responses on links nobody claimed.
@@ -285,6 +287,17 @@ links = Table(
         sqlite_where=text("response_id IS NOT NULL"),
         postgresql_where=text("response_id IS NOT NULL"),
     ),
+    # Answered claims by list: the answered and finished claims of the lists not deleted yet,
+    # read from the index alone (SQLite needs ``response_id`` in it to see that). The claim
+    # never writes it: it sets no response.
+    Index(
+        "ix_links_answered_list_id",
+        "list_id",
+        "response_finished",
+        "response_id",
+        sqlite_where=text("response_id IS NOT NULL"),
+        postgresql_where=text("response_id IS NOT NULL"),
+    ),
     Index(
         "ix_links_enrichment_unsettled",
         "pool",
@@ -336,6 +349,8 @@ closed_list_totals = Table(
     Column("lists", Integer, nullable=False),
     Column("claimed", Integer, nullable=False),
     Column("void", Integer, nullable=False),
+    Column("answered", Integer, nullable=False, server_default=text("0")),
+    Column("finished", Integer, nullable=False, server_default=text("0")),
 )
 
 response_cursors = Table(

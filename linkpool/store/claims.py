@@ -25,6 +25,7 @@ from linkpool.models import (
 from linkpool.store.base import StoreBase
 from linkpool.store.predicates import list_not_deleted, literal
 from linkpool.store.records import ClaimRecord, ClaimRequest, ExportedClaim, PoolCounts
+from linkpool.store.totals import NOT_DELETED, closed_total, count_if, count_where, live_lists
 
 CLAIM_COLUMNS = (
     links.c.id,
@@ -404,19 +405,9 @@ def _postgres_iso(column: sa.Column[Any]) -> sa.ColumnElement[str]:
     return sa.type_coerce(sa.func.replace(padded, " ", "T"), sa.String) + "+00:00"
 
 
-NOT_DELETED = tuple(state for state in ListState if state != ListState.DELETED)
-
-
 def counts_query(
     pool: str, now: datetime, min_remaining: timedelta, *, postgres: bool
 ) -> sa.Select[Any]:
-    def count_if(condition: sa.ColumnElement[bool], name: str) -> sa.Label[Any]:
-        total = sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
-        return total.label(name)
-
-    def count_where(*conditions: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
-        return sa.select(sa.func.count()).select_from(links).where(*conditions).scalar_subquery()
-
     # SQLite would count the pending write-backs through the pool's claims by time (every claim
     # of the history); a unary + is its documented way to keep a term off an index, which
     # leaves it the partial index of pending write-backs.
@@ -432,16 +423,10 @@ def counts_query(
         .where(links.c.pool == pool, links.c.status == literal(LinkStatus.AVAILABLE))
         .subquery("stock")
     )
-    live_lists = sa.select(lists.c.id).where(
-        lists.c.pool == pool, lists.c.state.in_(NOT_DELETED), list_not_deleted()
-    )
+    live_ids = live_lists(pool)
 
     def live(status: str) -> sa.ScalarSelect[Any]:
-        return count_where(links.c.list_id.in_(live_lists), links.c.status == literal(status))
-
-    def closed(column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
-        total = sa.func.coalesce(sa.func.sum(column), 0)
-        return sa.select(total).where(closed_list_totals.c.pool == pool).scalar_subquery()
+        return count_where(links.c.list_id.in_(live_ids), links.c.status == literal(status))
 
     return sa.select(
         stock.c.available,
@@ -449,8 +434,8 @@ def counts_query(
         stock.c.expired,
         live(LinkStatus.CLAIMED).label("live_claimed"),
         live(LinkStatus.VOID).label("live_void"),
-        closed(closed_list_totals.c.claimed).label("closed_claimed"),
-        closed(closed_list_totals.c.void).label("closed_void"),
+        closed_total(pool, closed_list_totals.c.claimed).label("closed_claimed"),
+        closed_total(pool, closed_list_totals.c.void).label("closed_void"),
         count_where(links.c.pool == pool, links.c.claimed_at >= now - timedelta(days=1)).label(
             "claimed_24h"
         ),

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from linkpool.models import LinkStatus, ListState, closed_list_totals, links, lists
+from linkpool.models import LinkStatus, ListState, links, lists
 from linkpool.store.base import StoreBase
 from linkpool.store.predicates import list_not_deleted
 from linkpool.store.records import ListRecord, NewLink
+from linkpool.store.totals import add_closed_totals, list_figures
 
 DROP_CHUNK = 500
 """Rows per UPDATE when dropping planned lists (under every driver's parameter limit)."""
@@ -225,11 +225,12 @@ class ListQueries(StoreBase):
         return int(voided)
 
     def close_list(self, list_id: int, *, now: datetime) -> bool:
-        """Mark a reaped list deleted and add its claimed and void links to its pool's
-        ``closed_list_totals``, in one transaction: from then on the pool's counts read the
-        list's figures from that one row, not from its links (which archive may remove).
-        A deleted list's links never change status, so the totals stay exact. False, adding
-        nothing, when the list was already deleted."""
+        """Mark a reaped list deleted and add its claimed, void, answered and finished links
+        to its pool's ``closed_list_totals``, in one transaction: from then on the pool's
+        counts read the list's figures from that one row, not from its links (which archive
+        may remove). A deleted list's links never change status, and a response arriving
+        later on one of its claims is added to the row by the responses job, so the totals
+        stay exact. False, adding nothing, when the list was already deleted."""
         with self.write() as connection:
             pool = connection.execute(
                 sa.update(lists)
@@ -239,18 +240,7 @@ class ListQueries(StoreBase):
             ).scalar_one_or_none()
             if pool is None:
                 return False
-            statuses = connection.execute(
-                sa.select(links.c.status, sa.func.count())
-                .where(links.c.list_id == list_id)
-                .group_by(links.c.status)
-            )
-            by_status: dict[str, int] = {status: int(count) for status, count in statuses}
-            add_closed_totals(
-                connection,
-                pool,
-                claimed=by_status.get(LinkStatus.CLAIMED, 0),
-                void=by_status.get(LinkStatus.VOID, 0),
-            )
+            add_closed_totals(connection, pool, list_figures(connection, list_id))
         return True
 
     def live_claims(self, list_id: int, *, now: datetime) -> int:
@@ -289,27 +279,6 @@ class ListQueries(StoreBase):
             links.c.status == LinkStatus.AVAILABLE,
             links.c.expires_at < cutoff,
         )
-
-
-def add_closed_totals(connection: Connection, pool: str, *, claimed: int, void: int) -> None:
-    """Add one deleted list's figures to its pool's row, creating the row on first use."""
-    insert = (
-        postgresql.insert(closed_list_totals)
-        if connection.dialect.name == "postgresql"
-        else sqlite.insert(closed_list_totals)
-    )
-    statement = insert.values(pool=pool, lists=1, claimed=claimed, void=void)
-    totals = closed_list_totals.c
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[totals.pool],
-            set_={
-                "lists": totals.lists + 1,
-                "claimed": totals.claimed + claimed,
-                "void": totals.void + void,
-            },
-        )
-    )
 
 
 class _Refused(Exception):

@@ -9,12 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from linkpool.models import (
     UNSETTLED_ENRICHMENT,
     Enrichment,
     LinkStatus,
+    ListState,
     UpdateState,
+    closed_list_totals,
     links,
     lists,
     response_cursors,
@@ -23,6 +26,15 @@ from linkpool.models import (
 )
 from linkpool.store.base import StoreBase
 from linkpool.store.records import Record
+from linkpool.store.totals import (
+    add_closed_totals,
+    answered,
+    closed_total,
+    count_if,
+    count_where,
+    finished,
+    live_lists,
+)
 
 _OPEN = (Enrichment.PENDING, Enrichment.SENDING, Enrichment.VERIFY)
 
@@ -199,7 +211,12 @@ class ResponseQueries(StoreBase):
             return [AnsweredLink.from_row(row) for row in connection.execute(query).mappings()]
 
     def record_responses(self, changes: Sequence[ResponseChange]) -> None:
-        """Store what responses changed on claims, in one transaction; claimed links only."""
+        """Store what responses changed on claims, in one transaction; claimed links only.
+
+        A response can arrive after gc deleted its claim's list (a late export): that list's
+        answered and finished claims were already added to ``closed_list_totals``, so what
+        the change adds to them (or takes away, a response turned unfinished) is added there
+        too, in the same transaction."""
         if not changes:
             return
         statement = (
@@ -222,8 +239,16 @@ class ResponseQueries(StoreBase):
             }
             for change in changes
         ]
+        link_ids = [change.link_id for change in changes]
         with self.write() as connection:
+            deleted = _lock_deleted_lists(connection, link_ids)
+            before = _answers_of_deleted_lists(connection, link_ids, deleted)
             connection.execute(statement, rows)
+            after = _answers_of_deleted_lists(connection, link_ids, deleted)
+            for pool, figures in after.items():  # the same links, locked: the same pools
+                added = {name: value - before[pool][name] for name, value in figures.items()}
+                if any(added.values()):
+                    add_closed_totals(connection, pool, added)
 
     def record_strays(self, strays: Sequence[StrayResponse], *, now: datetime) -> int:
         """Remember responses on unclaimed links, each once; returns how many were new."""
@@ -375,38 +400,86 @@ class ResponseQueries(StoreBase):
     # --- what status shows --------------------------------------------------------------
 
     def response_counts(self, pool: str, now: datetime) -> ResponseCounts:
-        answered = links.c.response_id.is_not(None)
-        day_ago = now - timedelta(days=1)
-        query = sa.select(
-            sa.func.count().label("answered"),
-            sa.func.coalesce(
-                sa.func.sum(sa.case((links.c.responded_at >= day_ago, 1), else_=0)), 0
-            ).label("answered_24h"),
-            sa.func.coalesce(
-                sa.func.sum(sa.case((links.c.response_finished.is_(True), 1), else_=0)), 0
-            ).label("finished"),
-        ).where(links.c.pool == pool, answered)
-        unsettled = sa.text(UNSETTLED_ENRICHMENT)
-        open_query = sa.select(sa.func.count()).where(
-            links.c.pool == pool, unsettled, links.c.enrichment.in_(_OPEN)
-        )
-        failed_query = sa.select(sa.func.count()).where(
-            links.c.pool == pool, unsettled, links.c.enrichment == Enrichment.FAILED
-        )
-        stray_query = sa.select(sa.func.count()).where(stray_responses.c.pool == pool)
+        """The pool's response figures, in one statement (one snapshot), none read from the
+        history: ``answered`` and ``finished`` as the answered claims of the lists not yet
+        deleted (``ix_links_answered_list_id``) plus the deleted lists' totals in
+        ``closed_list_totals``; ``answered_24h`` as a range of ``ix_links_answered``; the
+        enrichment still to do through ``ix_links_enrichment_unsettled``."""
         with self.read() as connection:
-            row = connection.execute(query).mappings().one()
-            open_count = connection.execute(open_query).scalar_one()
-            failed = connection.execute(failed_query).scalar_one()
-            strays = connection.execute(stray_query).scalar_one()
+            row = connection.execute(response_counts_query(pool, now)).mappings().one()
         return ResponseCounts(
-            answered=int(row["answered"]),
+            answered=int(row["live_answered"]) + int(row["closed_answered"]),
             answered_24h=int(row["answered_24h"]),
-            finished=int(row["finished"]),
-            unclaimed_responses=int(strays),
-            enrichment_open=int(open_count),
-            enrichment_failed=int(failed),
+            finished=int(row["live_finished"]) + int(row["closed_finished"]),
+            unclaimed_responses=int(row["unclaimed_responses"]),
+            enrichment_open=int(row["enrichment_open"]),
+            enrichment_failed=int(row["enrichment_failed"]),
         )
+
+
+def response_counts_query(pool: str, now: datetime) -> sa.Select[Any]:
+    live = links.c.list_id.in_(live_lists(pool))
+    unsettled = sa.text(UNSETTLED_ENRICHMENT)
+    strays = sa.select(sa.func.count()).where(stray_responses.c.pool == pool).scalar_subquery()
+    return sa.select(
+        count_where(live, answered()).label("live_answered"),
+        count_where(live, answered(), finished()).label("live_finished"),
+        closed_total(pool, closed_list_totals.c.answered).label("closed_answered"),
+        closed_total(pool, closed_list_totals.c.finished).label("closed_finished"),
+        count_where(
+            links.c.pool == pool, answered(), links.c.responded_at >= now - timedelta(days=1)
+        ).label("answered_24h"),
+        count_where(links.c.pool == pool, unsettled, links.c.enrichment.in_(_OPEN)).label(
+            "enrichment_open"
+        ),
+        count_where(links.c.pool == pool, unsettled, links.c.enrichment == Enrichment.FAILED).label(
+            "enrichment_failed"
+        ),
+        strays.label("unclaimed_responses"),
+    )
+
+
+PoolFigures = dict[str, dict[str, int]]
+"""Figures by pool, then by ``closed_list_totals`` column."""
+
+
+def _lock_deleted_lists(connection: Connection, link_ids: Sequence[int]) -> list[int]:
+    """The deleted lists among those of these links, having locked the links and their lists
+    until the transaction ends (PostgreSQL; SQLite's write transaction excludes every other
+    writer): gc cannot mark one of the lists deleted meanwhile, so a change to a list still
+    live is counted by gc when it deletes the list, and archive cannot remove one of the
+    links between the two counts of ``record_responses``."""
+    query = (
+        sa.select(links.c.list_id, lists.c.state)
+        .join_from(links, lists, links.c.list_id == lists.c.id)
+        .where(links.c.id.in_(link_ids))
+        .order_by(links.c.id)
+        .with_for_update(key_share=True)
+    )
+    rows = connection.execute(query)
+    return sorted({row.list_id for row in rows if row.state == ListState.DELETED})
+
+
+def _answers_of_deleted_lists(
+    connection: Connection, link_ids: Sequence[int], list_ids: Sequence[int]
+) -> PoolFigures:
+    """The answered and finished claims among these links of these (deleted) lists."""
+    if not list_ids:
+        return {}
+    query = (
+        sa.select(
+            links.c.pool,
+            count_if(answered(), "answered"),
+            count_if(sa.and_(answered(), finished()), "finished"),
+        )
+        .where(links.c.id.in_(link_ids), links.c.list_id.in_(list_ids))
+        .group_by(links.c.pool)
+    )
+    rows = connection.execute(query).mappings()
+    return {
+        row["pool"]: {"answered": int(row["answered"]), "finished": int(row["finished"])}
+        for row in rows
+    }
 
 
 def _cursor_columns() -> tuple[sa.Column[Any], ...]:

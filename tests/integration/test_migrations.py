@@ -115,3 +115,76 @@ def test_0002_backfills_the_closed_list_totals_on_postgres(postgres_url: str) ->
         assert backfill_closed_totals(engine) == [("nps", 2, 2, 2)]
     finally:
         engine.dispose()
+
+
+def backfill_closed_answers(engine: sa.engine.Engine) -> list[tuple[str, int, int, int, int]]:
+    """Lists deleted before 0007 get their answered and finished claims added to their pool's
+    closed_list_totals row (0005 and gc left the rest); live lists' answers stay out."""
+    downgrade(engine, "base")
+    upgrade(engine, "0006")
+    now = "2026-11-01 00:00:00"
+    answered = {  # list id -> (response id, finished) of its claims
+        1: [("R_1", True), ("R_2", False), (None, None)],
+        2: [("R_3", True)],
+        3: [("R_4", True)],
+    }
+    with engine.begin() as connection:
+        for list_id, state in ((1, "deleted"), (2, "deleted"), (3, "ready")):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO lists (id, pool, survey_id, name, state, size, created_at,"
+                    " updated_at) VALUES (:id, 'nps', 'SV_1', :name, :state, 3, :now, :now)"
+                ),
+                {"id": list_id, "name": f"linkpool/nps/{list_id}", "state": state, "now": now},
+            )
+        for list_id, responses in answered.items():
+            for n, (response_id, finished) in enumerate(responses):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO links (list_id, pool, ext_ref, contact_id, url, expires_at,"
+                        " status, response_id, response_finished) VALUES (:list_id, 'nps', :ref,"
+                        " 'CID_1', :ref, :now, 'claimed', :response_id, :finished)"
+                    ),
+                    {
+                        "list_id": list_id,
+                        "ref": f"{list_id}#{n}",
+                        "now": now,
+                        "response_id": response_id,
+                        "finished": finished,
+                    },
+                )
+        connection.execute(
+            sa.text(
+                "INSERT INTO closed_list_totals (pool, lists, claimed, void)"
+                " VALUES ('nps', 2, 4, 0), ('other', 1, 0, 3)"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as connection:
+        query = (
+            "SELECT pool, lists, claimed, answered, finished FROM closed_list_totals ORDER BY pool"
+        )
+        rows = [tuple(row) for row in connection.execute(sa.text(query))]
+    downgrade(engine, "base")
+    upgrade(engine)
+    return rows
+
+
+BACKFILLED_ANSWERS = [("nps", 2, 4, 3, 2), ("other", 1, 0, 0, 0)]
+
+
+def test_0007_backfills_the_closed_answers_on_sqlite(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        assert backfill_closed_answers(engine) == BACKFILLED_ANSWERS
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_0007_backfills_the_closed_answers_on_postgres(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        assert backfill_closed_answers(engine) == BACKFILLED_ANSWERS
+    finally:
+        engine.dispose()

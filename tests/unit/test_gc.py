@@ -23,7 +23,7 @@ from linkpool.models import LinkStatus, ListState, leases, links
 from linkpool.pool import LinkPool
 from linkpool.refill import new_list_name, refill, refill_lease_name
 from linkpool.simulator import Simulator
-from linkpool.store import Store
+from linkpool.store import ResponseChange, Store
 from tests.provision import SURVEY_ID, provision_list
 
 DELETE_DISTRIBUTION = "DELETE /distributions/{distributionId}"
@@ -562,6 +562,28 @@ def test_gc_deleting_lists_leaves_claimed_and_void_unchanged(
     assert claim_totals(store, clock) == (4, size - 3, 1)
     assert collect(settings, client, store, clock).lists_deleted == 0
     assert claim_totals(store, clock) == (4, size - 3, 1)
+
+
+def test_gc_deleting_answered_lists_leaves_answered_and_finished_unchanged(
+    client, store, clock, settings, linkpool: LinkPool
+):
+    first = provision_list(client, store, clock, ttl=timedelta(days=3))
+    claims = [linkpool.claim("nps", recipient=f"r{n}") for n in range(3)]
+    changes = [
+        ResponseChange(claim.link_id, f"R_{n}", n == 0, clock.now(), None)
+        for n, claim in enumerate(claims[:2])
+    ]
+    store.record_responses(changes)
+    clock.advance(timedelta(days=4))
+
+    def answers() -> tuple[int, int]:
+        counts = store.response_counts("nps", clock.now())
+        return counts.answered, counts.finished
+
+    assert answers() == (2, 1)
+    assert collect(settings, client, store, clock).lists_deleted == 1
+    assert store.get_list(first).state == ListState.DELETED
+    assert answers() == (2, 1)
 
 
 def test_a_gc_whose_lease_is_taken_over_stops_before_the_next_delete(

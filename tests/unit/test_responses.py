@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from linkpool.archive import archive
 from linkpool.config import PoolSettings, Settings
 from linkpool.export import write_claims
-from linkpool.models import Enrichment, links, response_cursors, response_updates
+from linkpool.models import Enrichment, ListState, links, response_cursors, response_updates
 from linkpool.pool import LinkPool
 from linkpool.qualtrics import endpoints as api
 from linkpool.responses import track_responses
@@ -183,6 +184,29 @@ def test_status_and_export_show_the_responses(
     assert [row["finished"] for row in rows] == ["true", "true", "false"]
     assert [row["response_id"] for row in rows] == [row["response_id"] for row in answered]
     assert {row["responded_at"] for row in rows} == {answered_at[0].isoformat()}
+
+
+def test_responses_exported_after_gc_deleted_their_list_still_count(
+    client, db_store, clock, settings, scene, tmp_path
+):
+    """A late export: gc deleted the list before the run read its responses. They are added
+    to the deleted lists' totals, once; archiving the claims changes nothing."""
+    clock.advance(timedelta(days=11))
+    (listed,) = db_store.lists_in_states([ListState.READY], pool="nps")
+    assert db_store.begin_reaping(listed.id, state=ListState.READY, now=clock.now()) == 2
+    assert db_store.close_list(listed.id, now=clock.now())
+
+    def figures() -> tuple[int, int, int]:
+        counts = db_store.response_counts("nps", clock.now())
+        return counts.answered, counts.finished, counts.answered_24h
+
+    assert figures() == (0, 0, 0)
+    assert track_responses(settings, client, db_store, clock).answered == 3
+    assert figures() == (3, 2, 0)
+    track_responses(settings, client, db_store, clock)
+    assert figures() == (3, 2, 0)
+    assert archive(db_store, before=clock.now(), path=tmp_path / "a.jsonl.gz").removed == 4
+    assert figures() == (3, 2, 0)
 
 
 def exported_text(store: Store, fmt: str, **filters: Any) -> str:
