@@ -38,6 +38,7 @@ from linkpool.clock import Clock, SystemClock, pause, utc
 from linkpool.errors import (
     AuthError,
     BadRequest,
+    ConfigError,
     ImportFailed,
     Interrupted,
     NotFound,
@@ -257,7 +258,7 @@ class QualtricsClient:
             },
             timeout=httpx.Timeout(timeout),
             transport=BoundedTransport(timeout) if transport is None else transport,
-            mounts=environment_mounts(timeout) if transport is None else None,
+            mounts=_proxy_mounts(timeout) if transport is None else None,
         )
 
     @classmethod
@@ -994,6 +995,18 @@ def _required_str(result: Mapping[str, Any], key: str, endpoint: Endpoint) -> st
             endpoint=endpoint.path,
         )
     return value
+
+
+def _proxy_mounts(timeout: float) -> dict[str, httpx.BaseTransport | None]:
+    """The proxies the environment names, or one ConfigError naming the variables (never the
+    proxy's URL, which may carry a password) when httpx cannot use one."""
+    try:
+        return environment_mounts(timeout)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        raise ConfigError(
+            "a proxy named by HTTP_PROXY, HTTPS_PROXY or ALL_PROXY cannot be used "
+            f"({type(exc).__name__}; a socks5:// proxy needs the socksio package): fix or unset it"
+        ) from None
 
 
 def required_id(result: Mapping[str, Any], key: str, endpoint: Endpoint) -> str:

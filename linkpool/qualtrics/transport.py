@@ -39,10 +39,11 @@ STREAM_BODY = "linkpool.stream_body"
 the body is bounded per read (a download of unknown size, read by the caller as it comes)."""
 
 BEFORE_SEND = "linkpool.before_send"
-"""A request extension: a callable run once, just before the request's first byte is written
-(after any connect), on the sending thread. What it raises stops the request unsent: the
-client checks there that the lease it works under still holds, so a holder frozen (SIGSTOP)
-after its earlier checks sends nothing when it resumes. The window left is one ``write``."""
+"""A request extension: a callable run just before the request's headers are written (after
+any connect, and behind a proxy after its tunnel is set up), on the sending thread. What it
+raises stops the request unsent: the client checks there that the lease it works under still
+holds, so a holder frozen (SIGSTOP) after its earlier checks sends nothing when it resumes.
+The window left is one ``write``."""
 
 _WRITE_CHUNK = 64 * 1024
 """A write is sent in pieces of this size, each under the time then left: one large body (an
@@ -84,31 +85,34 @@ class _DeadlinePassed(Exception):
 
 
 _current: ContextVar[_Deadline | None] = ContextVar("linkpool_request_deadline", default=None)
-_before_send: ContextVar[Callable[[], object] | None] = ContextVar(
-    "linkpool_before_send", default=None
-)
 
 
 @contextmanager
-def _within(
-    deadline: _Deadline | None, before_send: Callable[[], object] | None = None
-) -> Iterator[None]:
-    """Network operations inside the block, on this thread, end by ``deadline``; the first
-    write runs ``before_send`` first."""
+def _within(deadline: _Deadline | None) -> Iterator[None]:
+    """Network operations inside the block, on this thread, end by ``deadline``."""
     token = _current.set(deadline)
-    hook_token = _before_send.set(before_send)
     try:
         yield
     finally:
-        _before_send.reset(hook_token)
         _current.reset(token)
 
 
-def _run_before_send() -> None:
-    hook = _before_send.get()
-    if hook is not None:
-        _before_send.set(None)
-        hook()
+def _tracing_before_send(
+    hook: Callable[[], object], inner: Callable[[str, dict[str, Any]], object] | None
+) -> Callable[[str, dict[str, Any]], object]:
+    """httpcore's ``trace`` extension, running ``hook`` as the request's headers are about to
+    be written (after connecting, and after a proxy's ``CONNECT``, which carries the same
+    extensions and is skipped)."""
+
+    def trace(event: str, info: dict[str, Any]) -> object:
+        request = info.get("request")
+        if event == "http11.send_request_headers.started" and (
+            request is None or request.method != b"CONNECT"
+        ):
+            hook()
+        return inner(event, info) if inner is not None else None
+
+    return trace
 
 
 def _connect_timeout(timeout: float | None) -> float | None:
@@ -150,7 +154,6 @@ class _DeadlineStream(httpcore.NetworkStream):
         return _bounded(lambda seconds: self._inner.read(max_bytes, seconds), timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        _run_before_send()
         for start in range(0, len(buffer), _WRITE_CHUNK):
             self._write_piece(buffer[start : start + _WRITE_CHUNK], timeout)
 
@@ -260,8 +263,8 @@ class BoundedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = _Deadline.after(self._total_timeout)
-        with _within(deadline, request.extensions.get(BEFORE_SEND)), _httpx_errors():
-            response = self._pool.handle_request(_core_request(request))
+        with _within(deadline), _httpx_errors():
+            response = self._pool.handle_request(_core_request(request, deadline))
         body_deadline = None if request.extensions.get(STREAM_BODY) else deadline
         return httpx.Response(
             status_code=response.status,
@@ -274,7 +277,7 @@ class BoundedTransport(httpx.BaseTransport):
         self._pool.close()
 
 
-def _core_request(request: httpx.Request) -> httpcore.Request:
+def _core_request(request: httpx.Request, deadline: _Deadline) -> httpcore.Request:
     """``request`` as httpcore takes it, the way httpx's own transport builds it."""
     return httpcore.Request(
         method=request.method,
@@ -286,8 +289,22 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
         ),
         headers=request.headers.raw,
         content=request.stream,
-        extensions=request.extensions,
+        extensions=_core_extensions(request.extensions, deadline),
     )
+
+
+def _core_extensions(extensions: dict[str, Any], deadline: _Deadline) -> dict[str, Any]:
+    """The request's extensions for httpcore: the wait for a pooled connection (httpcore's
+    own ``pool`` timeout, which no stream sees) clamped to the deadline, and ``BEFORE_SEND``
+    run through httpcore's ``trace``."""
+    timeouts = dict(extensions.get("timeout") or {})
+    pool_wait = timeouts.get("pool")
+    timeouts["pool"] = deadline.budget if pool_wait is None else min(pool_wait, deadline.budget)
+    core = {**extensions, "timeout": timeouts}
+    hook = extensions.get(BEFORE_SEND)
+    if hook is not None:
+        core["trace"] = _tracing_before_send(hook, extensions.get("trace"))
+    return core
 
 
 def _pool(ssl_context: Any, proxy: httpx.Proxy | None) -> httpcore.ConnectionPool:

@@ -8,6 +8,7 @@ responses costs the memory of one element.
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import ijson
 from linkpool.errors import QualtricsError
 from linkpool.qualtrics.client import is_qualtrics_id
 
+logger = logging.getLogger(__name__)
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 
 
@@ -50,16 +52,22 @@ def iter_export(spool: IO[bytes]) -> Iterator[ExportedResponse]:
         with archive.open(members[0]) as document:
             try:
                 for element in ijson.items(document, "responses.item", use_float=True):
-                    yield parse_element(element)
+                    response = parse_element(element)
+                    if response is not None:
+                        yield response
             except ijson.JSONError as exc:
                 raise QualtricsError(f"the response export is not valid JSON: {exc}") from None
 
 
-def parse_element(element: Any) -> ExportedResponse:
+def parse_element(element: Any) -> ExportedResponse | None:
+    """The response, or None (with a warning) for one whose ``responseId`` is not an id
+    (``QUALTRICS_ID``): linkpool cannot store it, and failing the whole export for it would
+    stop tracking at that response for good, run after run."""
     if not isinstance(element, dict) or not isinstance(element.get("responseId"), str):
         raise QualtricsError("a response in the export has no responseId")
     if not is_qualtrics_id(element["responseId"]):
-        raise QualtricsError("a response in the export has a responseId that is not an id")
+        logger.warning("a response in the export has a responseId that is not an id: skipped")
+        return None
     values = element.get("values")
     values = values if isinstance(values, dict) else {}
     ext_ref = values.get("externalDataReference")

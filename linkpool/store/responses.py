@@ -446,18 +446,26 @@ PoolFigures = dict[str, dict[str, int]]
 def _lock_deleted_lists(connection: Connection, link_ids: Sequence[int]) -> list[int]:
     """The deleted lists among those of these links, having locked the links and their lists
     until the transaction ends (PostgreSQL; SQLite's write transaction excludes every other
-    writer): gc cannot mark one of the lists deleted meanwhile, so a change to a list still
-    live is counted by gc when it deletes the list, and archive cannot remove one of the
-    links between the two counts of ``record_responses``."""
-    query = (
-        sa.select(links.c.list_id, lists.c.state)
-        .join_from(links, lists, links.c.list_id == lists.c.id)
+    writer). The lists ``FOR SHARE``: gc's update that marks one deleted waits for this
+    transaction, and then counts its answers (``close_list`` reads them after its update), so
+    a response recorded on a list still live is counted by gc when it deletes the list, and one
+    on a list gc deleted first is added here. (``FOR KEY SHARE`` would not do: gc's update
+    changes no key, so it does not conflict.) The links ``FOR KEY SHARE``: archive cannot
+    delete one between the two counts of ``record_responses``, while sync's updates of their
+    write-back columns are not held up."""
+    list_ids = connection.execute(
+        sa.select(links.c.list_id)
         .where(links.c.id.in_(link_ids))
         .order_by(links.c.id)
         .with_for_update(key_share=True)
+    ).scalars()
+    states = connection.execute(
+        sa.select(lists.c.id, lists.c.state)
+        .where(lists.c.id.in_(sorted(set(list_ids))))
+        .order_by(lists.c.id)
+        .with_for_update(read=True)
     )
-    rows = connection.execute(query)
-    return sorted({row.list_id for row in rows if row.state == ListState.DELETED})
+    return sorted(row.id for row in states if row.state == ListState.DELETED)
 
 
 def _answers_of_deleted_lists(

@@ -336,3 +336,42 @@ def test_a_guard_that_holds_is_checked_twice_and_the_request_goes_out(
             client.check_access()
 
     assert len(checks) == 2 * 2  # check_access: two reads, each checked twice
+
+
+def test_the_last_check_waits_for_a_proxy_tunnel_to_be_set_up() -> None:
+    """Behind an HTTPS proxy, httpcore sends ``CONNECT`` with the request's extensions: the
+    check runs for the request's own headers, not for the tunnel's."""
+    import httpcore
+
+    checks: list[str] = []
+    extensions = bounded._core_extensions(
+        {bounded.BEFORE_SEND: lambda: checks.append("checked")}, bounded._Deadline.after(5)
+    )
+    trace = extensions["trace"]
+    tunnel = httpcore.Request(b"CONNECT", "https://iad1.qualtrics.com:443")
+    request = httpcore.Request(b"GET", "https://iad1.qualtrics.com/API/v3/whoami")
+
+    trace("http11.send_request_headers.started", {"request": tunnel})
+    assert checks == []
+    trace("connection.start_tls.started", {"request": request})
+    assert checks == []
+    trace("http11.send_request_headers.started", {"request": request})
+    assert checks == ["checked"]
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("ALL_PROXY", "ftp://user:S3cretPass@proxy.example:21"), ("HTTPS_PROXY", "gopher://x:1")],
+)
+def test_a_proxy_httpx_cannot_use_is_one_config_error_without_its_url(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from linkpool.errors import ConfigError
+
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as raised:
+        client_of("https://iad1.qualtrics.com/API/v3")
+
+    assert "HTTP_PROXY, HTTPS_PROXY or ALL_PROXY" in str(raised.value)
+    assert "S3cretPass" not in str(raised.value) and "proxy.example" not in str(raised.value)

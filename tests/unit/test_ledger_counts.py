@@ -151,15 +151,18 @@ def test_a_response_racing_gc_is_counted_once(ledger, clock) -> None:
     )
 
     def gc_meanwhile(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-        if sql.lstrip().startswith("UPDATE links") and gc.ident is None:  # once
+        # Right after the job has read its lists' states (and locked them), before it
+        # records the answer: the interleaving in which gc would count the list without it.
+        if sql.lstrip().startswith("SELECT lists.id, lists.state") and gc.ident is None:
             gc.start()
             gc.join(timeout=1)  # without the job's lock it would finish here
 
-    sa.event.listen(store.engine, "before_cursor_execute", gc_meanwhile)
+    sa.event.listen(store.engine, "after_cursor_execute", gc_meanwhile)
     try:
         respond(store, old[2], clock)
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", gc_meanwhile)
+        sa.event.remove(store.engine, "after_cursor_execute", gc_meanwhile)
+    assert gc.ident is not None, "the job no longer reads its lists' states this way"
     gc.join()
 
     assert store.get_list(ledger["old_list"]).state == ListState.DELETED

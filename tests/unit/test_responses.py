@@ -378,17 +378,21 @@ def test_an_export_that_is_not_a_zip_is_one_clear_error() -> None:
         list(iter_export(io.BytesIO(b"<html>proxy error</html>")))
 
 
-def test_a_response_whose_id_is_not_an_id_is_one_clear_error() -> None:
-    from linkpool.errors import QualtricsError
-
+def test_a_response_whose_id_is_not_an_id_is_skipped_not_fatal(caplog) -> None:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
-        document = {"responses": [{"responseId": "R_1,2", "values": {}}]}
-        zipped.writestr("responses.json", json.dumps(document))
+        responses = [
+            {"responseId": "R_1,2", "values": {}},
+            {"responseId": "R_Good01", "values": {"externalDataReference": "s1"}},
+        ]
+        zipped.writestr("responses.json", json.dumps({"responses": responses}))
     archive.seek(0)
 
-    with pytest.raises(QualtricsError, match="responseId that is not an id"):
-        list(iter_export(archive))
+    parsed = list(iter_export(archive))
+
+    assert [response.response_id for response in parsed] == ["R_Good01"]
+    assert "responseId that is not an id: skipped" in caplog.text
+    assert "R_1,2" not in caplog.text
 
 
 def test_the_cli_reports_runs_and_exits_1_when_a_pool_failed(
