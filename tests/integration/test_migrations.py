@@ -67,20 +67,25 @@ def test_migrations_on_postgres(postgres_url: str) -> None:
         engine.dispose()
 
 
+def insert_two_deleted_lists_and_a_ready_one(connection: sa.Connection, now: str) -> None:
+    """Lists 1 and 2 deleted, 3 ready, of pool nps, as the columns of every revision hold them."""
+    for list_id, state in ((1, "deleted"), (2, "deleted"), (3, "ready")):
+        connection.execute(
+            sa.text(
+                "INSERT INTO lists (id, pool, survey_id, name, state, size, created_at,"
+                " updated_at) VALUES (:id, 'nps', 'SV_1', :name, :state, 3, :now, :now)"
+            ),
+            {"id": list_id, "name": f"linkpool/nps/{list_id}", "state": state, "now": now},
+        )
+
+
 def backfill_closed_totals(engine: sa.engine.Engine) -> list[tuple[str, int, int, int]]:
-    """Lists deleted before 0002 get their figures summed into closed_list_totals."""
+    """Lists deleted before 0005 get their figures summed into closed_list_totals."""
     downgrade(engine, "base")
     upgrade(engine, "0001")
     now = "2026-11-01 00:00:00"
     with engine.begin() as connection:
-        for list_id, state in ((1, "deleted"), (2, "deleted"), (3, "ready")):
-            connection.execute(
-                sa.text(
-                    "INSERT INTO lists (id, pool, survey_id, name, state, size, created_at,"
-                    " updated_at) VALUES (:id, 'nps', 'SV_1', :name, :state, 3, :now, :now)"
-                ),
-                {"id": list_id, "name": f"linkpool/nps/{list_id}", "state": state, "now": now},
-            )
+        insert_two_deleted_lists_and_a_ready_one(connection, now)
         statuses = {1: ["claimed", "claimed", "void"], 2: ["void"], 3: ["claimed", "available"]}
         for list_id, states in statuses.items():
             for n, status in enumerate(states):
@@ -100,7 +105,7 @@ def backfill_closed_totals(engine: sa.engine.Engine) -> list[tuple[str, int, int
     return rows
 
 
-def test_0002_backfills_the_closed_list_totals_on_sqlite(tmp_path) -> None:
+def test_0005_backfills_the_closed_list_totals_on_sqlite(tmp_path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     try:
         assert backfill_closed_totals(engine) == [("nps", 2, 2, 2)]
@@ -109,7 +114,7 @@ def test_0002_backfills_the_closed_list_totals_on_sqlite(tmp_path) -> None:
 
 
 @pytest.mark.postgres
-def test_0002_backfills_the_closed_list_totals_on_postgres(postgres_url: str) -> None:
+def test_0005_backfills_the_closed_list_totals_on_postgres(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     try:
         assert backfill_closed_totals(engine) == [("nps", 2, 2, 2)]
@@ -129,14 +134,7 @@ def backfill_closed_answers(engine: sa.engine.Engine) -> list[tuple[str, int, in
         3: [("R_4", True)],
     }
     with engine.begin() as connection:
-        for list_id, state in ((1, "deleted"), (2, "deleted"), (3, "ready")):
-            connection.execute(
-                sa.text(
-                    "INSERT INTO lists (id, pool, survey_id, name, state, size, created_at,"
-                    " updated_at) VALUES (:id, 'nps', 'SV_1', :name, :state, 3, :now, :now)"
-                ),
-                {"id": list_id, "name": f"linkpool/nps/{list_id}", "state": state, "now": now},
-            )
+        insert_two_deleted_lists_and_a_ready_one(connection, now)
         for list_id, responses in answered.items():
             for n, (response_id, finished) in enumerate(responses):
                 connection.execute(
