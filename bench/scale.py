@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from capture import captured_selects
 from claim import POOL, RAW_SQL, Database, claim_with_linkpool, run
 from ledger import per_100, seed_history
 
@@ -290,17 +291,8 @@ def query_plans(url: str) -> dict[str, list[str]]:
 
 
 def captured(engine: sa.engine.Engine, ask: Callable[[], Any]) -> list[tuple[str, Any]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT"):
-            statements.append((sql, params))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with captured_selects(engine) as statements:
         ask()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     return statements
 
 

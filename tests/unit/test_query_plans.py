@@ -7,35 +7,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from bench.capture import captured_selects
 from bench.ledger import seed_history
 from linkpool.models import links
 from linkpool.store import ResponseChange, Store
 
 ANSWERED_FOREVER = {"ix_links_answered", "ix_links_answered_list_id"}
 """Partial indexes over answered claims: a claim stays answered, so they hold the history."""
-
-
-@contextmanager
-def captured_selects(engine: sa.engine.Engine) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT"):
-            statements.append((sql, params))
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def plan_steps(engine: sa.engine.Engine, statements: list[tuple[str, Any]]) -> list[str]:
