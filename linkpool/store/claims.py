@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -464,6 +465,7 @@ class CompiledClaim:
         self.positions = compiled.positiontup if dialect.positional else None
         self.constants = statement_constants(compiled)
         self.begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        self.alone = dialect.name == "postgresql"
         datetime_type = UTCDateTime().dialect_impl(dialect)
         datetime_bind = datetime_type.bind_processor(dialect)
         datetime_result = datetime_type.result_processor(dialect, None)
@@ -481,7 +483,8 @@ class CompiledClaim:
         values = [params[name] for name in self.positions] if self.positions else params
         connection = self._connect()
         try:
-            row = self._execute(connection, values)
+            with self._statement_alone(connection):
+                row = self._execute(connection, values)
         finally:
             connection.close()
         if row is None:
@@ -500,6 +503,26 @@ class CompiledClaim:
                 return self.engine.raw_connection()
         except self.driver_error as exc:
             raise database_error(sa.exc.DBAPIError(None, None, exc)) from exc
+
+    @contextmanager
+    def _statement_alone(self, connection: Any) -> Iterator[None]:
+        """On PostgreSQL the claim statement runs in autocommit: alone, it is its own
+        transaction, as atomic as inside BEGIN and COMMIT, and one round trip instead of three
+        (psycopg sends BEGIN on its own). ``commit`` and ``rollback`` then have nothing to do.
+        The connection goes back to the pool as it came, or is discarded."""
+        if not self.alone:
+            yield
+            return
+        driver = connection.driver_connection
+        driver.autocommit = True
+        try:
+            yield
+        finally:
+            if not driver.closed:
+                try:
+                    driver.autocommit = False
+                except self.driver_error as exc:  # a broken connection cannot leave autocommit
+                    connection.invalidate(exc)
 
     def _execute(self, connection: Any, values: Any) -> Any:
         cursor = connection.cursor()

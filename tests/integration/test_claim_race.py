@@ -163,3 +163,36 @@ def test_a_link_url_stored_twice_on_postgres_is_one_line_without_the_url(pg_stor
     message = str(excinfo.value)
     assert "secret-dl-1" not in message and "DETAIL" not in message
     assert len(message.splitlines()) == 1
+
+
+def test_a_postgres_claim_is_one_statement_and_its_connection_returns_in_a_transaction_mode(
+    pg_engine, postgres_url: str
+) -> None:
+    """On PostgreSQL the claim runs alone in autocommit (one round trip). Its connection must go
+    back to the pool out of autocommit, after a claim, a key conflict and an exhausted pool, so
+    the store's multi-statement work on the same connection stays transactional."""
+    from sqlalchemy import event
+
+    from linkpool import IdempotencyConflict
+
+    seed_links(Store(pg_engine), "race", 2, now=START, expires_at=START + timedelta(days=50))
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    seen_autocommit: list[bool] = []
+
+    @event.listens_for(engine, "checkin")
+    def record(dbapi_connection, _record) -> None:
+        seen_autocommit.append(dbapi_connection.autocommit)
+
+    with LinkPool(engine=engine, pools=[POOL], clock=ManualClock(START)) as lp:
+        first = lp.claim("race", recipient="a", key="k")
+        with pytest.raises(IdempotencyConflict):
+            lp.claim("race", recipient="b", key="k")
+        lp.claim("race", recipient="c")
+        with pytest.raises(PoolExhausted):
+            lp.claim("race", recipient="d")
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+            assert connection.connection.driver_connection.autocommit is False
+            assert connection.in_transaction()
+        assert lp.claim("race", recipient="a", key="k").link_id == first.link_id
+    assert seen_autocommit and not any(seen_autocommit)
