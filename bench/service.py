@@ -9,15 +9,16 @@ seeded, then for ``--seconds``:
 
     apt-get install -y wrk
     python bench/service.py                               # both databases, 1/8/32
-    python bench/service.py --databases postgres --seconds 5 --workers 2
+    python bench/service.py --databases postgres --seconds 5 --workers 2 --connections 2
 """
 
 from __future__ import annotations
 
 import sys
 
-# This file is named http.py: keep its folder off the path, or it hides the standard library's
-# ``http`` package from httpx and uvicorn.
+# Keep bench/ off the path: the scripts there are imported by file (``_claim_bench_module``), and
+# a module in it must never stand in for one of the standard library's (bench/http.py hid
+# ``http`` from httpx and uvicorn, which is why this file is named service.py).
 sys.path = [entry for entry in sys.path if not entry.endswith("bench")]
 
 import argparse  # noqa: E402
@@ -136,12 +137,17 @@ def free_port() -> int:
 
 
 def over_http(
-    url: str, concurrency: int, seconds: float, workers: int, connections: int, workdir: Path
+    url: str,
+    concurrency: int,
+    seconds: float,
+    workers: int,
+    connections: int | None,
+    workdir: Path,
 ) -> dict[str, float]:
     config = workdir / "linkpool.toml"
+    service = "" if connections is None else f"[service]\nconnections = {connections}\n"
     config.write_text(
-        f'[database]\nurl = "{url}"\n[pools.bench]\nsurvey_id = "{POOL.survey_id}"\n'
-        f"[service]\nconnections = {connections}\n",
+        f'[database]\nurl = "{url}"\n[pools.bench]\nsurvey_id = "{POOL.survey_id}"\n{service}',
         encoding="utf-8",
     )
     engine = create_engine(url)
@@ -219,7 +225,9 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=1, help="linkpool serve --workers")
-    parser.add_argument("--connections", type=int, default=8, help="[service] connections")
+    parser.add_argument(
+        "--connections", type=int, help="[service] connections (default: the product's)"
+    )
     parser.add_argument("--links", type=int, default=60_000, help="links seeded per measurement")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="an admin URL")
     args = parser.parse_args()

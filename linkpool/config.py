@@ -707,11 +707,15 @@ class ServiceSettings:
     workers: int = setting(
         1, doc="worker processes, each with its own engine", kind=INTEGER, low=1, high=64
     )
+    # A claim is one round trip: 4 keep a worker's Python busy next to PostgreSQL on the same
+    # host, and each thread more only contends for the GIL, which lengthens the tail (p99 at 8
+    # HTTP connections 7.3-8.8 ms with 4, 9.2-13 ms with 8: docs/benchmarks.md).
     connections: int = setting(
-        8,
+        4,
         doc="PostgreSQL connections per worker, and as many threads that use them: every "
         "blocking call of a request runs on one of them, so none waits for a connection "
-        "(on SQLite a worker uses one: its writers take turns anyway)",
+        "(on SQLite a worker uses one: its writers take turns anyway). Each does about one "
+        "claim per round trip to the database: raise it for a distant database",
         kind=INTEGER,
         low=1,
         high=64,
