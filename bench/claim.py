@@ -5,7 +5,8 @@ pool is seeded, then every process claims ``--claims`` links as fast as it can, 
 ``LinkPool.claim`` and then, on a fresh pool, with the same UPDATE … RETURNING statement sent
 through the bare driver (sqlite3 / psycopg): the floor no wrapper can beat. The raw SQLite
 connection sets the product's own pragmas (``linkpool.db.SQLITE_PRAGMAS``), so the comparison is
-of code, not of durability settings.
+of code, not of durability settings; the raw PostgreSQL connection runs the statement alone in
+autocommit, one round trip, as the product does.
 
 ``--sqlite-synchronous FULL NORMAL`` measures SQLite once per ``synchronous`` setting in the same
 run (the product uses FULL; NORMAL is applied on top of the product's pragmas to show its cost).
@@ -135,16 +136,16 @@ def _sqlite_raw(url: str, synchronous: str):
 def _postgres_raw(url: str):
     import psycopg
 
-    connection = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    connection = psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    )
     statement = RAW_SQL.format(p="%s", lock=" FOR UPDATE SKIP LOCKED")
 
     def execute(sql: str, recipient: str, data: str | None = None):
         now = datetime.now(UTC)
-        row = connection.execute(
+        return connection.execute(
             sql, (recipient, data, now, now, "bench", now + POOL.min_remaining)
         ).fetchone()
-        connection.commit()
-        return row
 
     return connection, statement, execute
 
