@@ -420,16 +420,18 @@ def app_from_environment() -> Starlette:
     """The app a uvicorn worker builds for itself (``linkpool serve``): its own engine, from
     the configuration named by $LINKPOOL_CONFIG.
 
-    Everything built up to here lives as long as the worker: ``gc.freeze`` takes it out of the
-    garbage collector's full passes, which otherwise walk every module and object of the
-    libraries for each collection; at 8 connections they made most of the p99 (24 ms to 13 ms
-    on PostgreSQL, docs/benchmarks.md)."""
+    What the worker imported lives as long as it does: ``gc.freeze`` takes it out of the
+    garbage collector's passes over the oldest generation, which otherwise walk every module
+    and object of the libraries; at 8 connections they made most of the p99 (24 ms to 13 ms
+    on PostgreSQL, docs/benchmarks.md). The freeze comes before the engine: a pool that a
+    reconnect replaces is a cycle with its connection records, which only the collector frees
+    (frozen, its connections would stay open for good)."""
     settings = load_settings()
-    app = create_app(
+    gc.collect()
+    gc.freeze()
+    return create_app(
         LinkPool.from_settings(settings, engine=service_engine(settings)), settings.service
     )
-    gc.freeze()
-    return app
 
 
 def service_engine(settings: Settings) -> Engine:

@@ -532,14 +532,18 @@ class CompiledClaim:
             yield
             return
         driver = connection.driver_connection
-        driver.autocommit = True
+        try:
+            driver.autocommit = True
+        except self.driver_error as exc:  # psycopg refuses it on a connection not idle
+            connection.invalidate(exc)
+            raise database_error(sa.exc.DBAPIError(None, None, exc)) from exc
         try:
             yield
         finally:
             if not driver.closed:
                 try:
                     driver.autocommit = False
-                except self.driver_error as exc:  # a broken connection cannot leave autocommit
+                except self.driver_error as exc:  # the claim stands; the connection goes
                     connection.invalidate(exc)
 
     def _execute(self, connection: Any, values: Any) -> Any:
@@ -568,6 +572,8 @@ def driver_statement(dialect: sa.Dialect, query: sa.Select[Any]) -> tuple[str, A
     bind processor, as SQLAlchemy's own execution would pass it (an aware time as SQLite's
     naive UTC text), positional or by name as the dialect binds."""
     compiled = query.compile(dialect=dialect)
+    if compiled.post_compile_params:
+        raise ValueError("an expanding (IN) parameter needs SQLAlchemy's own execution")
     values = {}
     for name, value in compiled.params.items():
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)

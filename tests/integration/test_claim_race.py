@@ -166,7 +166,7 @@ def test_a_link_url_stored_twice_on_postgres_is_one_line_without_the_url(pg_stor
 
 
 def test_a_postgres_claim_is_one_statement_and_its_connection_returns_in_a_transaction_mode(
-    pg_engine, postgres_url: str
+    pg_engine, postgres_url: str, monkeypatch
 ) -> None:
     """On PostgreSQL the claim runs alone in autocommit (one round trip). Its connection must go
     back to the pool out of autocommit, after a claim, a key conflict and an exhausted pool, so
@@ -174,10 +174,19 @@ def test_a_postgres_claim_is_one_statement_and_its_connection_returns_in_a_trans
     from sqlalchemy import event
 
     from linkpool import IdempotencyConflict
+    from linkpool.store.claims import CompiledClaim
 
     seed_links(Store(pg_engine), "race", 2, now=START, expires_at=START + timedelta(days=50))
     engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    during: list[bool] = []
     seen_autocommit: list[bool] = []
+    execute = CompiledClaim._execute
+
+    def spy(self, connection, values):
+        during.append(connection.driver_connection.autocommit)
+        return execute(self, connection, values)
+
+    monkeypatch.setattr(CompiledClaim, "_execute", spy)
 
     @event.listens_for(engine, "checkin")
     def record(dbapi_connection, _record) -> None:
@@ -193,6 +202,46 @@ def test_a_postgres_claim_is_one_statement_and_its_connection_returns_in_a_trans
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
             assert connection.connection.driver_connection.autocommit is False
-            assert connection.in_transaction()
         assert lp.claim("race", recipient="a", key="k").link_id == first.link_id
+    assert during and all(during)
     assert seen_autocommit and not any(seen_autocommit)
+
+
+def test_a_postgres_connection_that_cannot_switch_autocommit_is_discarded(
+    pg_engine, postgres_url: str, monkeypatch
+) -> None:
+    """psycopg refuses to switch autocommit on a connection inside a transaction. After the
+    claim (it has committed) the claim stands; before it, the claim is a DatabaseError. Either
+    way that connection is thrown away, and the next claim works."""
+    from sqlalchemy import event
+
+    from linkpool.errors import DatabaseError
+    from linkpool.store.claims import CompiledClaim
+
+    seed_links(Store(pg_engine), "race", 3, now=START, expires_at=START + timedelta(days=50))
+    engine = create_engine(postgres_url, pool_size=1, max_overflow=0)
+    invalidated: list[object] = []
+    event.listen(engine, "invalidate", lambda *args: invalidated.append(args[2]))
+    execute = CompiledClaim._execute
+
+    def then_open_a_transaction(self, connection, values):
+        row = execute(self, connection, values)
+        connection.driver_connection.execute("BEGIN")
+        return row
+
+    with LinkPool(engine=engine, pools=[POOL], clock=ManualClock(START)) as lp:
+        monkeypatch.setattr(CompiledClaim, "_execute", then_open_a_transaction)
+        kept = lp.claim("race", recipient="committed")
+        monkeypatch.setattr(CompiledClaim, "_execute", execute)
+        assert len(invalidated) == 1
+        assert [c.recipient for c in lp.store.iter_claims("race")] == ["committed"]
+
+        @event.listens_for(engine, "checkout", once=True)
+        def inside_a_transaction(dbapi_connection, _record, _proxy) -> None:
+            dbapi_connection.execute("SELECT 1")  # not autocommit: this opens a transaction
+
+        with pytest.raises(DatabaseError, match="check \\[database\\] url"):
+            lp.claim("race", recipient="refused")
+        assert len(invalidated) == 2
+        after = lp.claim("race", recipient="after")
+    assert after.link_id != kept.link_id

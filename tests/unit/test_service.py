@@ -327,3 +327,36 @@ def test_the_access_log_names_key_pool_and_link_but_no_secret(
     text = "\n".join(lines)
     for secret in (claim["url"], svc.admin_key, "lp_not-a-real-key"):
         assert secret not in text
+
+
+def test_a_worker_frees_the_pool_a_reconnect_replaced(tmp_path, sqlite_url, monkeypatch) -> None:
+    """A worker freezes its start-up objects out of the garbage collector. The engine's pool must
+    not be among them: after a disconnect the claim disposes the pool, and the old one, a cycle
+    with its connection records, is freed only by the collector (on PostgreSQL its connections
+    would stay open for good)."""
+    import gc
+    import weakref
+
+    from linkpool.config import CONFIG_ENV
+    from linkpool.service.app import app_from_environment
+
+    config = tmp_path / "linkpool.toml"
+    config.write_text(
+        f'[database]\nurl = "{sqlite_url}"\n[pools.nps]\nsurvey_id = "SV_0123456789abcde"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+    app = app_from_environment()
+    try:
+        engine = app.state.service.lp.engine
+        in_use = engine.raw_connection()  # another thread's, when the claim disposes the pool
+        replaced = weakref.ref(engine.pool)
+        engine.dispose()
+        in_use.close()  # back into the replaced pool
+        del in_use
+        gc.collect()
+        assert replaced() is None
+    finally:
+        gc.unfreeze()
+        app.state.service.close()
+        app.state.service.lp.close()
