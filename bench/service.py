@@ -41,6 +41,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from linkpool import LinkPool, PoolSettings  # noqa: E402
 from linkpool.clock import SystemClock  # noqa: E402
+from linkpool.config import ServiceSettings  # noqa: E402
 from linkpool.db import create_engine, upgrade  # noqa: E402
 from linkpool.service.keys import create_key  # noqa: E402
 from linkpool.store import Store  # noqa: E402
@@ -233,6 +234,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/service.py needs wrk: apt-get install -y wrk")
+    threads = args.connections or ServiceSettings().connections
+    print(f"<!-- linkpool serve --workers {args.workers}, [service] connections = {threads} -->")
     print(
         "| database | connections | in-process claims/s | p50 ms | p99 ms "
         "| HTTP claims/s | p50 ms | p99 ms | HTTP / in-process | load average |"

@@ -328,6 +328,41 @@ def test_unmigrated_database_exits_1_before_calling_qualtrics(
     assert not simulator.calls
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+@pytest.mark.parametrize("database", ["unmigrated", "garbage"])
+def test_export_from_a_database_it_cannot_read_exits_1_and_writes_no_file(
+    run: Run, write_config, simulator, tmp_path: Path, database: str, fmt: str
+) -> None:
+    """The CSV export reads through the bare driver: its errors are the same clean line."""
+    file = tmp_path / f"{database}.db"
+    if database == "garbage":
+        file.write_bytes(b"not a database file, " * 400)
+    path = write_config(config_text(f"sqlite:///{file}", base_url=simulator.base_url))
+    output = tmp_path / f"claims.{fmt}"
+
+    line = assert_one_clean_line(
+        run("export", "nps", "--format", fmt, "--output", str(output), path=path), 1
+    )
+
+    assert ("linkpool db upgrade" if database == "unmigrated" else "not a database") in line
+    assert not output.exists() and not list(tmp_path.glob("claims*"))
+
+
+def test_the_csv_export_of_an_unmigrated_store_asks_for_db_upgrade(tmp_path: Path) -> None:
+    from linkpool.db import create_engine
+    from linkpool.errors import SchemaNotMigrated
+    from linkpool.store import Store
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'unmigrated.db'}")
+    written: list[str] = []
+    try:
+        with pytest.raises(SchemaNotMigrated):
+            Store(engine).copy_csv("nps", None, written.append)
+    finally:
+        engine.dispose()
+    assert written == []
+
+
 # --- claim and pool names -------------------------------------------------------------------
 
 
