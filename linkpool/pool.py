@@ -288,6 +288,18 @@ class LinkPool:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def claim_request(
+        self, pool: str, *, recipient: str, key: str | None, data: Mapping[str, Any] | None
+    ) -> ClaimRequest:
+        """What ``claim`` would send, checked (UnknownPool, InvalidClaim) but not sent: for a
+        claim statement run elsewhere (``linkpool serve`` runs it on its event loop)."""
+        return self._request(self.pool(pool), recipient, key, data)
+
+    @staticmethod
+    def claim_of(record: ClaimRecord) -> Claim:
+        """The Claim a claimed row is (what ``claim`` returns for it)."""
+        return _claim_from_record(record)
+
     def _request(
         self,
         settings: PoolSettings,

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import Engine, make_url
 from starlette.applications import Starlette
@@ -50,6 +50,9 @@ from linkpool.service.metrics import CONTENT_TYPE, ServiceMetrics
 from linkpool.service.openapi import openapi_document
 from linkpool.status import pools_report
 from linkpool.store import ApiKeyRecord
+
+if TYPE_CHECKING:
+    from linkpool.store.async_claim import AsyncClaims
 
 T = TypeVar("T")
 ACCESS_LOG = logging.getLogger("linkpool.service.access")
@@ -97,13 +100,20 @@ class Service:
         self.metrics = ServiceMetrics(lp)
         threads = service_threads(lp.engine, settings)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="linkpool")
+        self.loop_claims = loop_claims(lp, settings)
 
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the service's thread pool (see the module's docstring)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(function, *args))
 
-    def close(self) -> None:
+    async def start(self) -> None:
+        if self.loop_claims is not None:
+            await self.loop_claims.open()
+
+    async def stop(self) -> None:
+        if self.loop_claims is not None:
+            await self.loop_claims.close()
         self.executor.shutdown(wait=True)
 
     # --- claims --------------------------------------------------------------------------
@@ -116,7 +126,10 @@ class Service:
         recipient, data = parse_claim_body(await read_json(request, self.settings), key)
         outcome = "error"
         try:
-            claim, body = await self.run_blocking(self.claim_and_encode, pool, recipient, key, data)
+            answer = await self.claim_on_loop(pool, recipient, key, data)
+            if answer is None:
+                answer = await self.run_blocking(self.claim_and_encode, pool, recipient, key, data)
+            claim, body = answer
             outcome = "replayed" if claim.replayed else "ok"
         except PoolExhausted:
             outcome = "exhausted"
@@ -129,6 +142,20 @@ class Service:
                 self.metrics.observe_claim(pool, outcome, time.perf_counter() - started)
         request.state.link_id = claim.link_id
         return Response(body, 200 if claim.replayed else 201, media_type="application/json")
+
+    async def claim_on_loop(
+        self, pool: str, recipient: str, key: str | None, data: dict[str, Any] | None
+    ) -> tuple[Claim, bytes] | None:
+        """On PostgreSQL, the claim statement sent from the event loop (``AsyncClaims``);
+        None where the thread path answers instead (no link, a repeated key, no connection)."""
+        if self.loop_claims is None:
+            return None
+        request = self.lp.claim_request(pool, recipient=recipient, key=key, data=data)
+        record = await self.loop_claims.claim(request)
+        if record is None:
+            return None
+        claim = self.lp.claim_of(record)
+        return claim, encode(claim.to_dict())
 
     def claim_and_encode(
         self, pool: str, recipient: str, key: str | None, data: dict[str, Any] | None
@@ -407,8 +434,9 @@ def create_app(lp: LinkPool, settings: ServiceSettings | None = None) -> Starlet
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
         yield
-        service.close()
+        await service.stop()
 
     app = Starlette(routes=service.routes(), exception_handlers=dict(handlers), lifespan=lifespan)
     app.state.service = service
@@ -442,6 +470,16 @@ def service_engine(settings: Settings) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         return create_engine(url)
     return create_engine(url, pool_size=settings.service.connections, max_overflow=0)
+
+
+def loop_claims(lp: LinkPool, settings: ServiceSettings) -> AsyncClaims | None:
+    """The event loop's own claim connections, on PostgreSQL (see ``linkpool.store.async_claim``);
+    SQLite claims on the worker's one thread."""
+    if lp.engine.dialect.name != "postgresql":
+        return None
+    from linkpool.store.async_claim import AsyncClaims  # psycopg is an optional dependency
+
+    return AsyncClaims(lp.store.compiled_claim, lp.engine.url, settings.connections)
 
 
 def service_threads(engine: Engine, settings: ServiceSettings) -> int:

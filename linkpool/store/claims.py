@@ -49,20 +49,12 @@ class ClaimQueries(StoreBase):
         Raises ``DuplicateRecord`` when ``request.key`` was already used: the caller then
         looks the earlier claim up with ``claim_by_key``.
         """
-        return self._compiled_claim.run(
-            {
-                "p_pool": request.pool,
-                "p_cutoff": request.cutoff,
-                "p_recipient": request.recipient,
-                "p_key": request.key,
-                "p_data": request.data,
-                "p_now": request.now,
-                "p_writeback": request.writeback,
-            }
-        )
+        return self.compiled_claim.run(claim_parameters(request))
 
     @cached_property
-    def _compiled_claim(self) -> CompiledClaim:
+    def compiled_claim(self) -> CompiledClaim:
+        """The claim statement as the bare driver runs it (``linkpool.store.async_claim`` runs
+        the same one on asyncio)."""
         return CompiledClaim(self.engine, self._claim_statement)
 
     @cached_property
@@ -494,19 +486,25 @@ class CompiledClaim:
         self.driver_error = dialect.loaded_dbapi.Error
 
     def run(self, params: dict[str, Any]) -> ClaimRecord | None:
-        params = {**self.constants, **params}
-        for name, process in self.bind.items():
-            if process is not None:
-                params[name] = process(params[name])
-        values = [params[name] for name in self.positions] if self.positions else params
+        values = self.driver_values(params)
         connection = self._connect()
         try:
             with self._statement_alone(connection):
                 row = self._execute(connection, values)
         finally:
             connection.close()
-        if row is None:
-            return None
+        return None if row is None else self.record(row)
+
+    def driver_values(self, params: dict[str, Any]) -> Any:
+        """The statement's parameters as the driver takes them, through the bind processors."""
+        params = {**self.constants, **params}
+        for name, process in self.bind.items():
+            if process is not None:
+                params[name] = process(params[name])
+        return [params[name] for name in self.positions] if self.positions else params
+
+    def record(self, row: Sequence[Any]) -> ClaimRecord:
+        """The claimed row the statement returned, through the result processors."""
         record = dict(zip(self.columns, row, strict=True))
         for name, process in self.result.items():
             if process is not None:
@@ -565,6 +563,18 @@ class CompiledClaim:
             raise database_error(sa.exc.DBAPIError(self.sql, None, exc)) from exc
         finally:
             cursor.close()
+
+
+def claim_parameters(request: ClaimRequest) -> dict[str, Any]:
+    return {
+        "p_pool": request.pool,
+        "p_cutoff": request.cutoff,
+        "p_recipient": request.recipient,
+        "p_key": request.key,
+        "p_data": request.data,
+        "p_now": request.now,
+        "p_writeback": request.writeback,
+    }
 
 
 def driver_statement(dialect: sa.Dialect, query: sa.Select[Any]) -> tuple[str, Any]:

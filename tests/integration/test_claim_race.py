@@ -245,3 +245,61 @@ def test_a_postgres_connection_that_cannot_switch_autocommit_is_discarded(
         assert len(invalidated) == 2
         after = lp.claim("race", recipient="after")
     assert after.link_id != kept.link_id
+
+
+def test_the_event_loop_claim_is_the_claim_and_hands_back_what_it_cannot_answer(
+    pg_engine, postgres_url: str
+) -> None:
+    """``AsyncClaims`` (linkpool serve's claim on PostgreSQL) claims like ``LinkPool.claim``, and
+    answers None for a repeated key and an empty pool, which the thread path then answers. A
+    statement that was sent and failed (its backend killed) is a DatabaseError, never resent;
+    the pool then replaces its connections and claims again."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from linkpool.errors import DatabaseError
+    from linkpool.store.async_claim import AsyncClaims
+
+    seed_links(Store(pg_engine), "race", 3, now=START, expires_at=START + timedelta(days=50))
+    with LinkPool(engine=create_engine(postgres_url), pools=[POOL], clock=ManualClock(START)) as lp:
+        claims = AsyncClaims(lp.store.compiled_claim, lp.engine.url, 2)
+
+        def request(recipient: str, key: str | None = None):
+            return lp.claim_request("race", recipient=recipient, key=key, data={"n": 1})
+
+        async def scenario():
+            await claims.open()
+            try:
+                first = await claims.claim(request("a", "k"))
+                repeat = await claims.claim(request("a", "k"))
+                with pg_engine.connect() as connection:
+                    connection.execute(
+                        sa.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                            " AND application_name = ''"
+                        )
+                    )
+                with pytest.raises(DatabaseError):
+                    await claims.claim(request("lost"))
+                after = None
+                for _ in range(50):  # the pool reconnects in the background
+                    after = await claims.claim(request("after"))
+                    if after is not None:
+                        break
+                    await asyncio.sleep(0.1)
+                empty = [await claims.claim(request(f"more-{n}")) for n in range(2)]
+                return first, repeat, after, empty
+            finally:
+                await claims.close()
+
+        first, repeat, after, empty = asyncio.run(scenario())
+        lp.engine.dispose()  # its pooled connection was killed too
+        assert first is not None and repeat is None
+        assert lp.claim_of(first).data == {"n": 1}
+        assert lp.store.claim_by_key("race", "k").id == first.id
+        assert after is not None and after.id != first.id
+        assert empty[1] is None  # three links: a, after, and at most one more
+        recipients = sorted(c.recipient for c in lp.store.iter_claims("race"))
+        assert "lost" not in recipients and recipients[:2] == ["a", "after"]

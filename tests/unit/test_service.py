@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -358,5 +359,5 @@ def test_a_worker_frees_the_pool_a_reconnect_replaced(tmp_path, sqlite_url, monk
         assert replaced() is None
     finally:
         gc.unfreeze()
-        app.state.service.close()
+        asyncio.run(app.state.service.stop())
         app.state.service.lp.close()
