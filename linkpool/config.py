@@ -712,10 +712,11 @@ class ServiceSettings:
     # HTTP connections 7.3-8.8 ms with 4, 9.2-13 ms with 8: docs/benchmarks.md).
     connections: int = setting(
         4,
-        doc="PostgreSQL connections per worker, and as many threads that use them: every "
-        "blocking call of a request runs on one of them, so none waits for a connection "
-        "(on SQLite a worker uses one: its writers take turns anyway). Each does about one "
-        "claim per round trip to the database: raise it for a distant database",
+        doc="PostgreSQL connections per worker for the claims its event loop sends, and as "
+        "many again for its threads, which run every other blocking call, one connection "
+        "each (on SQLite a worker uses one thread and one connection: its writers take "
+        "turns anyway). Each claim connection does about one claim per round trip to the "
+        "database: raise it for a distant database",
         kind=INTEGER,
         low=1,
         high=64,

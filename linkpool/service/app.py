@@ -5,12 +5,14 @@ Every answer is JSON; every error is ``{"error": {"type": ..., "message": ...}}`
 below: Unauthorized, Forbidden, UnsupportedMediaType, PayloadTooLarge, ClaimNotFound, NotFound,
 InternalError).
 
-Blocking work (the claim, counts, key reloads, readiness, scrapes) runs through
-``Service.run_blocking`` on the service's own thread pool, one thread per pooled database
-connection (``[service] connections``; one on SQLite): a request never waits for a
-connection, and the pool never opens and closes overflow connections under load. A claim costs one hop to that pool:
-the key is checked on the event loop against the cached key table (a thread only to reload
-it), and the claim and the encoding of its answer run in the same call.
+On PostgreSQL the claim statement is sent from the event loop (``AsyncClaims``, on its own pool
+of ``[service] connections`` async connections): no thread hop per claim. What it cannot
+answer (no claimable link, a repeated idempotency key, no connection free) and every other
+blocking call (counts, key reloads, readiness, scrapes) runs through ``Service.run_blocking``
+on the service's own thread pool, one thread per pooled database connection (``[service]
+connections``; one on SQLite, where every claim takes that path): a call never waits for a
+connection, and the pool never opens and closes overflow connections under load. The key is
+checked on the event loop against the cached key table (a thread only to reload it).
 """
 
 from __future__ import annotations
