@@ -38,6 +38,8 @@ def log_config() -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             "linkpool": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            # psycopg's pool says when it discards a broken connection or cannot reconnect.
+            "psycopg": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         },
     }
 
